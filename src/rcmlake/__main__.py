@@ -1,0 +1,3 @@
+from rcmlake.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Pydantic models of ``rcmlake.yaml``.
+
+Unknown keys are forbidden everywhere, so a typo fails before any work
+starts. Sources are a union discriminated on ``type``. Connection URLs may
+hold ``${ENV_VAR}`` references; they are resolved only when a connection is
+opened (see :mod:`rcmlake.config.secrets`), so a resolved password never
+lives in a model that might be printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rcmlake.config.secrets import redact, resolve_env
+
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableConfig(Strict):
+    """One source table to land in bronze.
+
+    Example::
+
+        - name: patients
+          load_type: incremental
+          watermark: ModifiedDate
+          primary_key: [PatientID]
+    """
+
+    name: str = Field(description="Table name in the source, e.g. `patients` or `dbo.patients`.")
+    entity: str | None = Field(
+        None, pattern=IDENT, description="CDM entity it feeds; defaults to the bare table name."
+    )
+    load_type: Literal["full", "incremental"] = "full"
+    watermark: str | None = Field(None, description="Column compared for incremental loads.")
+    primary_key: list[str] = Field(default_factory=list)
+    active: bool = True
+    target: str | None = Field(
+        None, pattern=IDENT, description="Bronze folder name; defaults to the entity."
+    )
+
+    @field_validator("load_type", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _watermark_for_incremental(self) -> TableConfig:
+        if self.load_type == "incremental" and not self.watermark:
+            raise ValueError("an incremental table needs a `watermark` column")
+        return self
+
+    @property
+    def bare_name(self) -> str:
+        return self.name.split(".")[-1]
+
+    @property
+    def entity_name(self) -> str:
+        return self.entity or self.bare_name.lower()
+
+    @property
+    def target_name(self) -> str:
+        return self.target or self.entity_name
+
+
+class _DatabaseSource(Strict):
+    url: str = Field(description="Connection URL; `${ENV_VAR}` references are resolved at run time.")
+    tables: list[TableConfig] = Field(default_factory=list)
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other spellings of this datasource in legacy files (e.g. `hos-a`).",
+    )
+
+    def resolved_url(self) -> str:
+        """The URL with environment references substituted (never log it)."""
+        return resolve_env(self.url, field="url")
+
+    def display_url(self) -> str:
+        return redact(self.url)
+
+
+class SqliteSource(_DatabaseSource):
+    type: Literal["sqlite"] = "sqlite"
+
+
+class MysqlSource(_DatabaseSource):
+    type: Literal["mysql"] = "mysql"
+
+
+class PostgresSource(_DatabaseSource):
+    type: Literal["postgres"] = "postgres"
+
+
+class MssqlSource(_DatabaseSource):
+    type: Literal["mssql"] = "mssql"
+
+
+SourceConfig = Annotated[
+    SqliteSource | MysqlSource | PostgresSource | MssqlSource, Field(discriminator="type")
+]
+
+
+class FileFeedConfig(Strict):
+    """CSV files dropped into a landing folder (claims per hospital, CPT codes).
+
+    The datasource of a file is known only from its name, so ``patterns``
+    maps each datasource to a glob.
+    """
+
+    folder: Path
+    patterns: dict[str, str] = Field(description="datasource -> file-name glob")
+    layout: Literal["claims", "cpt_codes"] = Field(
+        description="Which header and types the files carry."
+    )
+    target: str | None = Field(None, pattern=IDENT, description="Bronze table name.")
+
+
+class HttpCodesetConfig(Strict):
+    mode: Literal["api", "packaged", "off"] = "packaged"
+    url: str | None = None
+    requests_per_second: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0)
+    page_size: int = Field(200, ge=1, le=500)
+
+
+class CodesetsConfig(Strict):
+    icd: HttpCodesetConfig = HttpCodesetConfig(
+        mode="packaged", url="https://clinicaltables.nlm.nih.gov/api/icd10cm/v3/search"
+    )
+    npi: HttpCodesetConfig = HttpCodesetConfig(
+        mode="off", url="https://npiregistry.cms.hhs.gov/api/"
+    )
+
+
+class RunConfig(Strict):
+    workers: int = Field(5, ge=1, le=64, description="Tables ingested in parallel.")
+    retries: int = Field(3, ge=1, le=20, description="Attempts on transient errors.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each time.")
+    batch_rows: int = Field(250_000, ge=1_000, description="Rows per Arrow batch when extracting.")
+
+
+class ProjectConfig(Strict):
+    """The whole of ``rcmlake.yaml``."""
+
+    name: str = "rcmlake"
+    lake: str = Field(description="Lake root: a folder or an object-store URI (s3://…).")
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    tables_csv: Path | None = Field(
+        None, description="A reference-design `load_config.csv` providing the table list."
+    )
+    landing: Path = Field(Path("landing"), description="Landing root; holds archive/ and rejected/.")
+    files: dict[str, FileFeedConfig] = Field(default_factory=dict)
+    codesets: CodesetsConfig = CodesetsConfig()
+    run: RunConfig = RunConfig()
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths start from.")
+
+    @field_validator("sources")
+    @classmethod
+    def _names(cls, value: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
+        import re
+
+        for name in value:
+            if not re.match(IDENT, name):
+                raise ValueError(f"datasource name {name!r} must be letters, digits, underscores")
+        return value
+
+    def path(self, p: Path | str) -> Path:
+        """Resolve a config-relative path."""
+        p = Path(p)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def lake_uri(self) -> str:
+        if "://" in self.lake:
+            return self.lake.rstrip("/")
+        return str(self.path(self.lake))
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.path(self.landing)

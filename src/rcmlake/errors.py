@@ -1,0 +1,106 @@
+"""The one exception hierarchy of rcmlake.
+
+::
+
+    RcmlakeError                      exit 3 unless a subclass says otherwise
+    ├── ConfigError                   exit 2: bad rcmlake.yaml / load_config.csv / env var
+    ├── SourceError                   exit 1: a source could not be read
+    │   └── SourceUnavailable         transient: retried with backoff
+    ├── FileRejected                  exit 1: a landing file cannot be ingested (moved aside)
+    ├── SchemaDriftError              exit 1: a source's columns differ from what is declared
+    ├── StorageError                  exit 1: the lake could not be read or written
+    │   ├── CommitConflict            transient: retried with backoff
+    │   └── LakeLocked                exit 1: another run holds the lake
+    ├── EngineError                   exit 1: a transform failed in the SQL engine
+    ├── QualityError                  exit 1: error-severity quality failures where the run must stop
+    └── MissingDependencyError        exit 2: an optional extra is not installed
+
+Third-party exceptions are translated at one boundary each (connectorx and
+SQLAlchemy in ``sources``, deltalake in ``storage``, duckdb in ``engines``,
+httpx in ``sources.codesets.http``). Retries are decided by the
+``transient`` class attribute, never by matching message text. Messages are
+one line and never carry PHI values: they name datasource, table, column and
+row key only.
+"""
+
+from __future__ import annotations
+
+
+class RcmlakeError(Exception):
+    """Base of every error rcmlake raises on purpose."""
+
+    exit_code = 3
+    transient = False
+
+
+class ConfigError(RcmlakeError):
+    """The configuration is invalid; raised before any work starts."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None):
+        where = ": ".join(p for p in (file, field) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.file = file
+        self.field = field
+
+
+class SourceError(RcmlakeError):
+    """A source database, file or API returned something unusable."""
+
+    exit_code = 1
+
+
+class SourceUnavailable(SourceError):
+    """A source could not be reached; worth retrying."""
+
+    transient = True
+
+
+class FileRejected(SourceError):
+    """A landing file cannot be ingested; it is moved to ``rejected/`` with this reason."""
+
+
+class SchemaDriftError(RcmlakeError):
+    """A source's columns no longer match what the config and the lake expect."""
+
+    exit_code = 1
+
+
+class StorageError(RcmlakeError):
+    """The lake could not be read or written."""
+
+    exit_code = 1
+
+
+class CommitConflict(StorageError):
+    """A concurrent writer committed first; the write can be retried."""
+
+    transient = True
+
+
+class LakeLocked(StorageError):
+    """Another rcmlake run holds the lake's lock."""
+
+
+class EngineError(RcmlakeError):
+    """A transform failed inside the SQL engine."""
+
+    exit_code = 1
+
+
+class QualityError(RcmlakeError):
+    """Data failed checks in a way that must stop the run."""
+
+    exit_code = 1
+
+
+class MissingDependencyError(RcmlakeError):
+    """An optional extra is needed, e.g. ``pip install rcmlake[spark]``."""
+
+    exit_code = 2
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying (the only place retries look)."""
+    return isinstance(exc, RcmlakeError) and exc.transient

@@ -1,0 +1,154 @@
+"""Synthetic hospitals: deterministic EMR databases, monthly claims files, a CPT file.
+
+The canonical fixture of rcmlake. ``synthesize`` writes a base history;
+``synthesize(update=True)`` applies the next month's changes to it (new
+encounters and claims, patients who moved, claims that got paid, defects the
+source corrected). A manifest records what was injected so tests can assert
+exact quarantine counts.
+
+Example::
+
+    result = synthesize(Path("demo"), SynthSpec(seed=7, transactions=2_000))
+    result.manifest["expected_quarantine"]["hospital_a"]["patients"]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rcmlake.errors import ConfigError
+from rcmlake.synth import defects, writers
+from rcmlake.synth.catalog import cpt_catalog
+from rcmlake.synth.model import MAX_UPDATES, SynthSpec, build, claims_for_month, snapshot
+
+__all__ = ["SynthResult", "SynthSpec", "synthesize"]
+
+MANIFEST = "synth_manifest.json"
+# Hospital B names its patient columns differently (SOURCES.md).
+LAYOUT_B = {"PatientID": "ID", "FirstName": "F_Name", "LastName": "L_Name", "MiddleName": "M_Name",
+            "ModifiedDate": "Updated_Date"}
+
+
+@dataclass
+class SynthResult:
+    manifest: dict[str, Any]
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def claims_file_name(index: int, spec: SynthSpec, month: int) -> str:
+    d = spec.month_start(month)
+    return f"hospital{index + 1}_claims_{d:%Y_%m}.csv"
+
+
+def _emr(tl: Any, spec: SynthSpec, plan: defects.DefectPlan, updates: int) -> dict[str, pa.Table]:
+    as_of = spec.month_end(spec.months + updates)
+    tables = defects.apply_emr(snapshot(tl, as_of), plan, updates, as_of)
+    if tl.index % 2 == 1:
+        p = tables["patients"]
+        tables["patients"] = p.rename_columns([LAYOUT_B.get(c, c) for c in p.column_names])
+    return tables
+
+
+def synthesize(out: Path, spec: SynthSpec | None = None, *, target: str | None = None,
+               update: bool = False) -> SynthResult:
+    """Write (or, with ``update``, advance) the synthetic sources under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if update:
+        if previous is None:
+            raise ConfigError(f"no {MANIFEST} in {out}; run `rcmlake synth` before --update")
+        spec = SynthSpec(**{**previous["spec"], "start": date.fromisoformat(previous["spec"]["start"]),
+                            "datasources": tuple(previous["spec"]["datasources"])})
+        updates = previous["updates"] + 1
+        if updates > MAX_UPDATES:
+            raise ConfigError(f"at most {MAX_UPDATES} updates per synthetic set; run `rcmlake synth` afresh")
+    else:
+        spec = spec or SynthSpec()
+        updates = 0
+    target = target or str(out / "sources")
+    result = SynthResult(manifest={})
+    plans: dict[str, defects.DefectPlan] = {}
+    claims_rows: dict[str, int] = {}
+    for index, ds in enumerate(spec.datasources):
+        tl = build(spec, index)
+        plan = plans[ds] = defects.plan(tl, spec)
+        engine = writers.engine_for(writers.database_url(target, ds), create=True)
+        try:
+            tables = _emr(tl, spec, plan, updates)
+            if update:
+                old = _emr(tl, spec, plan, updates - 1)
+                for name, table in tables.items():
+                    key = writers.KEYS[name] or table.column_names[0]
+                    writers.upsert_rows(engine, name, _changed(old[name], table), key)
+            else:
+                writers.replace_tables(engine, tables)
+        finally:
+            engine.dispose()
+        result.rows[ds] = {name: t.num_rows for name, t in tables.items()}
+        months = [spec.months + updates] if update else range(1, spec.months + 1)
+        for month in months:
+            claims = claims_for_month(tl, spec, month)
+            if update and updates == 1:
+                claims = pa.concat_tables([claims, _corrections(tl, spec, plan)])
+            text, malformed = defects.apply_claims(claims, plan)
+            path = out / "landing" / "claims" / claims_file_name(index, spec, month)
+            writers.write_csv(text, path, truncate_ids=malformed)
+            result.files.append(path)
+            claims_rows[path.name] = text.num_rows
+    result.files.append(_write_cpt(out / "landing" / "cptcodes" / "cptcodes.csv"))
+    result.manifest = {
+        "spec": {**asdict(spec), "start": spec.start.isoformat()},
+        "updates": updates,
+        "as_of": spec.month_end(spec.months + updates).isoformat(),
+        "target": writers.redact_url(target),
+        "rows": result.rows,
+        "claims_files": {**(previous or {}).get("claims_files", {}), **claims_rows} if update else claims_rows,
+        "defects": {ds: p.targets for ds, p in plans.items()},
+        "corrected": {ds: {k: p.corrected(k, updates) for k in defects.CORRECTED_BY_UPDATE} for ds, p in plans.items()},
+        "expected_quarantine": defects.expected_quarantine(plans, updates),
+    }
+    manifest_path.write_text(json.dumps(result.manifest, indent=2, sort_keys=True))
+    return result
+
+
+def _changed(old: pa.Table, new: pa.Table) -> pa.Table:
+    con = duckdb.connect()
+    con.register("old_t", old)
+    con.register("new_t", new)
+    return con.sql("SELECT * FROM new_t EXCEPT SELECT * FROM old_t").to_arrow_table()
+
+
+def _corrections(tl: Any, spec: SynthSpec, plan: defects.DefectPlan) -> pa.Table:
+    """Clean re-sends of claims the source corrected, dated in the update's month."""
+    fixed = set(plan.corrected("claim_negative_amount", 1))
+    found = []
+    for month in range(1, spec.months + 1):
+        claims = claims_for_month(tl, spec, month)
+        found.append(claims.filter(pc.is_in(claims["ClaimID"], pa.array(sorted(fixed), pa.string()))))
+    table = pa.concat_tables(found)
+    stamp = pa.array([spec.month_end(spec.months + 1)] * table.num_rows, pa.date32())
+    return table.set_column(table.schema.get_field_index("ModifiedDate"), "ModifiedDate", stamp)
+
+
+def _write_cpt(path: Path) -> Path:
+    """The CPT file in the reference layout: spaced header, trailing spaces, mixed-case status."""
+    cpt = cpt_catalog()
+    statuses = ["No Change", "No change", "Added", "No Change", "Moved from 0050T"]
+    table = pa.table({
+        "Procedure Code Category": cpt["category"],
+        "CPT Codes": cpt["code"],
+        "Procedure Code Descriptions": [d + "  " for d in cpt["description"].to_pylist()],
+        "Code Status": [statuses[i % len(statuses)] for i in range(cpt.num_rows)],
+    })
+    writers.write_csv(table, path)
+    return path
