@@ -1,0 +1,1 @@
+"""Source readers: SQL databases (EMR), landing files (claims, CPT), code-set APIs."""

@@ -1,0 +1,121 @@
+"""Landing files (insurer claims, CPT codes): checked, parsed and typed.
+
+A file that cannot be read as a whole (empty, not UTF-8, wrong header,
+truncated) raises :class:`FileRejected` with the reason, and the caller moves
+it to ``rejected/``. A file that reads but has bad rows is kept whole: a row
+with the wrong number of fields is stored with its raw text in
+``_malformed_line``; a value that does not parse as its type is stored as
+NULL with ``column=value`` listed in ``_cast_errors``. Silver quarantines
+both, so nothing is lost and nothing is silently coerced.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from rcmlake.errors import FileRejected
+
+
+@dataclass(frozen=True)
+class Layout:
+    columns: tuple[str, ...]
+    types: dict[str, str]  # column -> DuckDB type; the rest stay VARCHAR
+
+
+LAYOUTS = {
+    "claims": Layout(
+        columns=("ClaimID", "TransactionID", "PatientID", "EncounterID", "ProviderID", "DeptID",
+                 "ServiceDate", "ClaimDate", "PayorID", "ClaimAmount", "PaidAmount", "ClaimStatus",
+                 "PayorType", "Deductible", "Coinsurance", "Copay", "InsertDate", "ModifiedDate"),
+        types={**{c: "DATE" for c in ("ServiceDate", "ClaimDate", "InsertDate", "ModifiedDate")},
+               **{c: "DECIMAL(18,2)" for c in ("ClaimAmount", "PaidAmount", "Deductible", "Coinsurance", "Copay")}},
+    ),
+    "cpt_codes": Layout(
+        columns=("Procedure Code Category", "CPT Codes", "Procedure Code Descriptions", "Code Status"),
+        types={},
+    ),
+}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_file(path: Path, layout_name: str) -> pa.Table:
+    """Parse one landing file into an Arrow table of the layout's columns (typed) plus
+    ``_cast_errors`` and ``_malformed_line``."""
+    layout = LAYOUTS[layout_name]
+    data = path.read_bytes()
+    if not data.strip():
+        raise FileRejected("empty file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(f"not UTF-8 text (byte {exc.start})") from None
+    header = [h.strip() for h in next(csv.reader(io.StringIO(text.splitlines()[0])))]
+    if sorted(header) != sorted(layout.columns):
+        missing = sorted(set(layout.columns) - set(header))
+        extra = sorted(set(header) - set(layout.columns))
+        raise FileRejected(f"unexpected header: missing {missing}, unexpected {extra}")
+    lines = text.splitlines()
+    if len(lines) < 2:
+        raise FileRejected("no data rows after the header")
+    if not text.endswith(("\n", "\r")) and len(next(csv.reader([lines[-1]]))) != len(header):
+        raise FileRejected(f"truncated: last line {len(lines)} is incomplete")
+    malformed: list[tuple[int | None, str]] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        malformed.append((row.number, row.text))
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(text.encode("utf-8")),
+        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={h: pa.string() for h in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
+        ),
+    )
+    table = table.select(list(layout.columns))
+    return _typed(table, layout, malformed)
+
+
+def _typed(raw: pa.Table, layout: Layout, malformed: list[tuple[int | None, str]]) -> pa.Table:
+    con = duckdb.connect()
+    con.register("raw", raw)
+    bad = pa.table({"_line": pa.array([m[0] for m in malformed], pa.int64()),
+                    "_text": pa.array([m[1] for m in malformed], pa.string())})
+    con.register("bad", bad)
+
+    def cast(c: str) -> str:
+        t = layout.types.get(c)
+        src = f"nullif(trim(\"{c}\"), '')"
+        return f"TRY_CAST({src} AS {t})" if t else src
+
+    selects = ", ".join(f'{cast(c)} AS "{c}"' for c in layout.columns)
+    checks = ", ".join(
+        f"CASE WHEN nullif(trim(\"{c}\"), '') IS NOT NULL AND {cast(c)} IS NULL THEN '{c}=' || \"{c}\" END"
+        for c in layout.types
+    ) or "NULL"
+    nulls = ", ".join(f'CAST(NULL AS {layout.types.get(c, "VARCHAR")}) AS "{c}"' for c in layout.columns)
+    sql = f"""
+        SELECT {selects},
+               list_filter([{checks}], lambda x: x IS NOT NULL) AS _cast_errors,
+               CAST(NULL AS VARCHAR) AS _malformed_line
+        FROM raw
+        UNION ALL BY NAME
+        SELECT {nulls}, CAST([] AS VARCHAR[]) AS _cast_errors, _text AS _malformed_line FROM bad
+    """
+    return con.sql(sql).to_arrow_table()
