@@ -91,7 +91,9 @@ class SqlSource:
         if table.load_type == "incremental" and since is not None:
             assert table.watermark
             literal = since.replace("'", "''")
-            sql += f" WHERE {self.quote(table.watermark)} >= '{literal}'"
+            wm = self.quote(table.watermark)
+            # NULL watermarks are re-read each time (they are few) so such rows are never lost.
+            sql += f" WHERE {wm} >= '{literal}' OR {wm} IS NULL"
         return sql
 
     def extract(self, table: TableConfig, since: str | None, columns: list[str], batch_rows: int) -> pa.RecordBatchReader:

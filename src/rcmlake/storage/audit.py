@@ -74,6 +74,7 @@ class AuditLog:
     def __init__(self, lake: Lake):
         self.lake = lake
         self._lock = threading.Lock()
+        self._known: set[str] | None = None
 
     def record(self, *records: LoadRecord) -> None:
         if not records:
@@ -81,12 +82,19 @@ class AuditLog:
         table = pa.Table.from_pylist([asdict(r) for r in records], schema=SCHEMA)
         with self._lock:
             self.lake.write(AUDIT_PATH, table, mode="append")
+            if self._known is not None:
+                self._known.update(r.batch_id for r in records)
 
     def read(self) -> pa.Table:
         return self.lake.read(AUDIT_PATH) or SCHEMA.empty_table()
 
     def batch_ids(self) -> set[str]:
-        return set(self.read().column("batch_id").to_pylist())
+        """Batch ids already audited; read once, then kept up to date by ``record``."""
+        with self._lock:
+            if self._known is None:
+                table = self.lake.read(AUDIT_PATH, columns=["batch_id"])
+                self._known = set(table.column(0).to_pylist()) if table is not None else set()
+            return set(self._known)
 
     def latest(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.read().sort_by([("started_at", "descending")]).slice(0, limit)

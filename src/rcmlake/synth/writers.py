@@ -48,7 +48,7 @@ def engine_for(url: str, *, create: bool = False) -> sa.Engine:
     """An engine on ``url``; ``create`` makes the database first when it is missing."""
     u = make_url(url)
     if create and u.get_backend_name() in ("mysql", "postgresql"):
-        server = u.set(database="postgres" if u.get_backend_name() == "postgresql" else None)
+        server = u.set(database="postgres" if u.get_backend_name() == "postgresql" else "information_schema")
         eng = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         try:
             with eng.connect() as con:

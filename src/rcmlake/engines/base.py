@@ -1,0 +1,55 @@
+"""The engine interface transforms are written against.
+
+A transform is SQL over named relations. The runner registers inputs
+(Arrow tables, pyarrow datasets over Delta) under names, runs the model's
+SQL, and gets Arrow back to commit to Delta. Engines override only what
+differs; capability flags tell the runner what an engine can do natively.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pyarrow as pa
+
+
+class EngineSession(AbstractContextManager["EngineSession"], ABC):
+    """One connection's worth of state: registered relations and temp tables."""
+
+    @abstractmethod
+    def register(self, name: str, data: Any) -> None:
+        """Expose an Arrow table, record batch reader or dataset as relation ``name``."""
+
+    @abstractmethod
+    def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
+        """Run a query and return its result as one Arrow table."""
+
+    @abstractmethod
+    def stream(self, query: str) -> pa.RecordBatchReader:
+        """Run a query and stream its result."""
+
+    @abstractmethod
+    def execute(self, statement: str, params: list[Any] | None = None) -> None:
+        """Run a statement for its effect (CREATE TEMP TABLE …)."""
+
+    def scalar(self, query: str, params: list[Any] | None = None) -> Any:
+        table = self.sql(query, params)
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Engine(ABC):
+    """A factory of sessions plus what the engine can do."""
+
+    name: str = "engine"
+    supports_lambdas: bool = True
+
+    @abstractmethod
+    def session(self) -> EngineSession: ...

@@ -1,0 +1,61 @@
+"""DuckDB, the embedded engine: Arrow in, Arrow out, spilling to disk past its memory limit."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rcmlake.engines.base import Engine, EngineSession
+from rcmlake.errors import EngineError
+
+
+class DuckDBSession(EngineSession):
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def register(self, name: str, data: Any) -> None:
+        self.con.register(name, data)
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
+        try:
+            return self.con.sql(query, params=params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+
+    def stream(self, query: str) -> pa.RecordBatchReader:
+        """The result as a stream of record batches (the session must stay open while read)."""
+        try:
+            return self.con.sql(query).arrow()
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+
+    def execute(self, statement: str, params: list[Any] | None = None) -> None:
+        try:
+            self.con.execute(statement, params or [])
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class DuckDBEngine(Engine):
+    """In-process DuckDB; each session is an in-memory database with a spill directory."""
+
+    name = "duckdb"
+
+    def __init__(self, memory_limit: str | None = None, threads: int | None = None):
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self.spill_dir = tempfile.mkdtemp(prefix="rcmlake-duckdb-")
+
+    def session(self) -> DuckDBSession:
+        con = duckdb.connect(config={"temp_directory": self.spill_dir})
+        if self.memory_limit:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        if self.threads:
+            con.execute(f"SET threads = {int(self.threads)}")
+        return DuckDBSession(con)

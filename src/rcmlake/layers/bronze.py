@@ -1,0 +1,248 @@
+"""Bronze: every source table and landing file, as delivered, append-only, with lineage.
+
+Incremental tables read rows at or above the last *committed* watermark,
+which is stored in the Delta commit itself (``rcmlake.watermark_to``), so
+data and watermark move together atomically. Reading ``>=`` instead of
+``>`` catches rows that share the boundary value but arrived after the last
+extraction (date-granular ``ModifiedDate`` columns make that common); rows
+already in bronze at the boundary are removed with ``EXCEPT ALL`` before
+the append. Full tables are replaced only when their content changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from rcmlake import faults
+from rcmlake.config.models import FileFeedConfig, TableConfig
+from rcmlake.errors import FileRejected, RcmlakeError, is_transient
+from rcmlake.layers.context import RunContext, new_id, with_lineage
+from rcmlake.sources.files import read_file, sha256
+from rcmlake.sources.sql import SqlSource
+from rcmlake.storage.audit import LoadRecord, now
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+def bronze_path(datasource: str, table: str) -> str:
+    return f"bronze/{datasource}/{table}"
+
+
+def retrying(ctx: RunContext) -> Retrying:
+    """Retry transient errors (marked on the exception class) with exponential backoff."""
+    run = ctx.config.run
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(run.retries),
+        wait=wait_exponential(multiplier=run.backoff_seconds, max=60),
+        reraise=True,
+    )
+
+
+def last_watermark(ctx: RunContext, path: str) -> str | None:
+    for commit in ctx.lake.commits(path, limit=200):
+        if commit["rcmlake"].get("watermark_to") is not None:
+            return str(commit["rcmlake"]["watermark_to"])
+    return None
+
+
+def last_content_hash(ctx: RunContext, path: str) -> str | None:
+    commits = ctx.lake.commits(path, limit=1)
+    return commits[0]["rcmlake"].get("content_hash") if commits else None
+
+
+def load_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]) -> LoadRecord:
+    """Land one source table in bronze; one Delta commit or none."""
+    path = bronze_path(source.name, table.target_name)
+    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=source.name,
+                     table=table.target_name, load_type=table.load_type, watermark_column=table.watermark)
+    ctx.audit.recover(path, layer="bronze", datasource=source.name, table=table.target_name)
+    since = last_watermark(ctx, path) if table.load_type == "incremental" else None
+    rec.watermark_from = since
+    reader = source.extract(table, since, columns, ctx.config.run.batch_rows)
+    with ctx.engine.session() as s:
+        s.register("incoming", reader)
+        s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
+        rec.rows_read = s.scalar("SELECT count(*) FROM batch")
+        cols = ", ".join(f'"{c}"' for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
+        new_rows = "batch"
+        if since is not None and (existing := ctx.lake.dataset(path)) is not None:
+            wm = f'"{table.watermark}"'
+            wm_type = s.scalar(f"SELECT typeof({wm}) FROM batch LIMIT 1") or "VARCHAR"
+            s.register("bronze_now", existing)
+            boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL)"
+            s.execute(
+                f"CREATE TEMP TABLE fresh AS SELECT {cols} FROM batch WHERE NOT {boundary} "
+                f"UNION ALL (SELECT {cols} FROM batch WHERE {boundary} "
+                f"EXCEPT ALL SELECT {cols} FROM bronze_now WHERE {boundary})"
+            )
+            new_rows = "fresh"
+        count = s.scalar(f"SELECT count(*) FROM {new_rows}")
+        if table.load_type == "incremental":
+            top = s.scalar(f'SELECT CAST(max("{table.watermark}") AS VARCHAR) FROM {new_rows}')
+            rec.watermark_to = top or since
+        content = None
+        if table.load_type == "full":
+            content = str(s.scalar(f"SELECT coalesce(sum(hash({cols})::HUGEINT), 0) || ':' || count(*) FROM batch"))
+            if content == last_content_hash(ctx, path):
+                count = 0
+        if count == 0:
+            ctx.audit.record(rec.finish("no_change"))
+            return rec
+        lineage = {
+            "_batch_id": pa.scalar(rec.batch_id),
+            "_ingested_at": pa.scalar(rec.started_at, TS),
+            "_source": pa.scalar(f"{source.name}.{table.name}"),
+        }
+        data = with_lineage(s.stream(f"SELECT * FROM {new_rows}"), lineage)
+        rec.rows_written = count
+        rec.delta_version = ctx.lake.write(
+            path, data,
+            mode="overwrite" if table.load_type == "full" else "append",
+            schema_mode="overwrite" if table.load_type == "full" else "merge",
+            metadata=_commit_meta(rec, content_hash=content),
+        )
+    faults.point("bronze.after_commit")
+    ctx.audit.record(rec.finish("success"))
+    return rec
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:
+    keys = ("run_id", "batch_id", "load_type", "watermark_column", "watermark_from", "watermark_to",
+            "rows_read", "rows_written", "source_file", "file_sha256")
+    meta = {k: getattr(rec, k) for k in keys}
+    return {**meta, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def load_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRecord]:
+    """Land each new file of a feed once; reject unreadable ones; archive what was committed."""
+    records = []
+    folder = ctx.config.path(feed.folder)
+    for datasource, pattern in feed.patterns.items():
+        path = bronze_path(datasource, feed.target or name)
+        ctx.audit.recover(path, layer="bronze", datasource=datasource, table=feed.target or name)
+        loaded = _loaded_checksums(ctx, path)
+        for file in sorted(folder.glob(pattern)):
+            if file.is_file():
+                records.append(_load_file(ctx, file, datasource, name, feed, path, loaded))
+    return records
+
+
+def _loaded_checksums(ctx: RunContext, path: str) -> set[str]:
+    table = ctx.lake.read(path, columns=["_file_sha256"])
+    return set(table.column(0).unique().to_pylist()) if table is not None else set()
+
+
+def _load_file(ctx: RunContext, file: Path, datasource: str, name: str, feed: FileFeedConfig,
+               path: str, loaded: set[str]) -> LoadRecord:
+    digest = sha256(file)
+    rel = file.relative_to(ctx.config.landing_dir) if file.is_relative_to(ctx.config.landing_dir) else Path(file.name)
+    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=datasource,
+                     table=feed.target or name, load_type="file", source_file=str(rel), file_sha256=digest)
+    if digest in loaded:
+        _move(file, ctx.config.landing_dir / "archive" / rel)
+        ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
+        return rec
+    try:
+        table = read_file(file, feed.layout)
+    except FileRejected as exc:
+        target = ctx.config.landing_dir / "rejected" / rel
+        _move(file, target)
+        target.with_name(target.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
+        ctx.audit.record(rec.finish("rejected", str(exc)))
+        return rec
+    rec.rows_read = rec.rows_written = table.num_rows
+    lineage = {
+        "_batch_id": pa.scalar(rec.batch_id),
+        "_ingested_at": pa.scalar(rec.started_at, TS),
+        "_source": pa.scalar(str(rel)),
+        "_file_sha256": pa.scalar(digest),
+    }
+    data = with_lineage(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), lineage)
+    rec.delta_version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=_commit_meta(rec))
+    loaded.add(digest)
+    faults.point("bronze.after_commit")
+    ctx.audit.record(rec.finish("success"))
+    _move(file, ctx.config.landing_dir / "archive" / rel)
+    return rec
+
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+
+
+def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord]:
+    """Ingest every active table and every feed, in parallel, each with retries."""
+    jobs: list[tuple[str, object]] = []
+    for name, cfg in ctx.config.sources.items():
+        if only and name not in only:
+            continue
+        source = SqlSource(name, cfg, ctx.config.base_dir)
+        jobs.append(("source", source))
+    for name, feed in ctx.config.files.items():
+        if only and not (set(feed.patterns) & only) and name not in only:
+            continue
+        jobs.append(("feed", (name, feed)))
+    records: list[LoadRecord] = []
+    total = sum(len([t for t in s.config.tables if t.active]) for k, s in jobs if k == "source")  # type: ignore[union-attr]
+    total += sum(1 for k, _ in jobs if k == "feed")
+    with ctx.console.progress("bronze", total) as bar, ThreadPoolExecutor(ctx.config.run.workers) as pool:
+        futures = []
+        for kind, job in jobs:
+            if kind == "feed":
+                name, feed = job  # type: ignore[misc]
+                futures.append(pool.submit(_guard_feed, ctx, name, feed))
+            else:
+                futures.extend(_submit_source(ctx, pool, job))  # type: ignore[arg-type]
+        for future in futures:
+            done = future.result()
+            records.extend(done)
+            bar.advance(f"bronze {done[0].datasource}.{done[0].table}" if done else "bronze")
+    return records
+
+
+def _submit_source(ctx: RunContext, pool: ThreadPoolExecutor, source: SqlSource) -> list:  # type: ignore[type-arg]
+    tables = [t for t in source.config.tables if t.active]
+    try:
+        columns = retrying(ctx)(source.check)
+    except RcmlakeError as exc:
+        failed = [_failed(ctx, source.name, t, exc) for t in tables]
+        ctx.audit.record(*failed)
+        return [pool.submit(lambda r=r: [r]) for r in failed]
+    return [pool.submit(_guard_table, ctx, source, t, columns.get(t.name, [])) for t in tables]
+
+
+def _guard_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]) -> list[LoadRecord]:
+    try:
+        return [retrying(ctx)(load_table, ctx, source, table, columns)]
+    except RcmlakeError as exc:
+        rec = _failed(ctx, source.name, table, exc)
+        ctx.audit.record(rec)
+        return [rec]
+
+
+def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRecord]:
+    try:
+        return retrying(ctx)(load_feed, ctx, name, feed)
+    except RcmlakeError as exc:
+        rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze",
+                         datasource=",".join(feed.patterns), table=feed.target or name, load_type="file")
+        ctx.audit.record(rec.finish("failed", str(exc)))
+        return [rec]
+
+
+def _failed(ctx: RunContext, datasource: str, table: TableConfig, exc: Exception) -> LoadRecord:
+    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=datasource,
+                     table=table.target_name, load_type=table.load_type, watermark_column=table.watermark,
+                     started_at=now())
+    return rec.finish("failed", str(exc))

@@ -1,0 +1,44 @@
+"""What every step of a run shares: config, lake, audit log, engine, console, run id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from rcmlake.config.models import ProjectConfig
+from rcmlake.console import Console
+from rcmlake.engines.base import Engine
+from rcmlake.storage.audit import AuditLog
+from rcmlake.storage.delta import Lake
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunContext:
+    config: ProjectConfig
+    lake: Lake
+    audit: AuditLog
+    engine: Engine
+    console: Console
+    run_id: str = field(default_factory=lambda: new_id("run"))
+
+
+def with_lineage(reader: pa.RecordBatchReader, columns: dict[str, pa.Scalar]) -> pa.RecordBatchReader:
+    """Append constant lineage columns (``_batch_id``, ``_ingested_at``, ``_source`` …) batch by batch."""
+    schema = reader.schema
+    for name, value in columns.items():
+        schema = schema.append(pa.field(name, value.type))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            arrays = [*batch.columns, *(pa.repeat(v, batch.num_rows) for v in columns.values())]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

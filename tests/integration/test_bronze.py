@@ -1,0 +1,180 @@
+"""Bronze ingestion against real databases: SQLite, MariaDB and PostgreSQL on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import sqlalchemy as sa
+
+from rcmlake.layers.bronze import bronze_path
+from rcmlake.project import Project
+from rcmlake.storage.audit import AUDIT_PATH
+from tests.conftest import SMALL, Backend, make_project
+
+EMR = ("departments", "providers", "patients", "encounters", "transactions")
+
+
+def bronze_count(project: Project, ds: str, table: str) -> int:
+    data = project.lake.read(bronze_path(ds, table))
+    return data.num_rows if data is not None else 0
+
+
+def versions(project: Project) -> dict[str, int]:
+    out = {}
+    for ds in SMALL.datasources:
+        for t in (*EMR, "claims"):
+            dt = project.lake.table(bronze_path(ds, t))
+            out[f"{ds}.{t}"] = dt.version() if dt else -1
+    return out
+
+
+def source_rows(backend: Backend, project: Project, ds: str, table: str) -> int:
+    from rcmlake.sources.sql import SqlSource
+
+    src = SqlSource(ds, project.config.sources[ds], project.config.base_dir)
+    engine = sa.create_engine(src.sqlalchemy_url())
+    with engine.connect() as con:
+        n = con.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
+    manifest = backend.synth()
+    project = make_project(backend.workdir, backend.urls())
+    first = project.ingest()
+    assert first.exit_code == 0, first.summary()
+    for ds in SMALL.datasources:
+        for table in EMR:
+            assert bronze_count(project, ds, table) == manifest["rows"][ds][table] == source_rows(backend, project, ds, table)
+    claims_rows = sum(n for f, n in manifest["claims_files"].items() if f.startswith("hospital1"))
+    assert bronze_count(project, "hospital_a", "claims") == claims_rows
+    lineage = project.lake.read(bronze_path("hospital_a", "patients"))
+    assert {"_batch_id", "_ingested_at", "_source"} <= set(lineage.column_names)
+    assert lineage["_source"].unique().to_pylist() == ["hospital_a.patients"]
+    assert str(lineage.schema.field("_ingested_at").type) == "timestamp[us, tz=UTC]"
+
+    # nothing new: no rows, no new Delta versions
+    before = versions(project)
+    again = project.ingest()
+    assert again.exit_code == 0
+    assert {r.status for r in again.records if r.load_type != "file"} == {"no_change"}
+    assert versions(project) == before
+
+    # a month later: incremental tables append exactly the changed rows; bronze keeps history
+    changed = backend.synth(update=True)
+    third = project.ingest()
+    assert third.exit_code == 0
+    by_table = {(r.datasource, r.table): r for r in third.records if r.load_type != "file"}
+    for ds in SMALL.datasources:
+        assert by_table[(ds, "departments")].status == "no_change"
+        for table in ("patients", "encounters", "transactions"):
+            rec = by_table[(ds, table)]
+            assert rec.status == "success" and rec.rows_written > 0
+            assert rec.watermark_to > rec.watermark_from
+            assert bronze_count(project, ds, table) == before_rows(manifest, ds, table) + rec.rows_written
+        # every current source row is in bronze, and bronze holds each row version once
+        current = project.lake.read(bronze_path(ds, "transactions"))
+        assert current.num_rows == len(set(zip(current["TransactionID"].to_pylist(), current["ModifiedDate"].to_pylist(), current["Amount"].to_pylist(), strict=True)))
+        assert len(set(current["TransactionID"].drop_null().to_pylist())) == len(
+            {r for r in current["TransactionID"].to_pylist() if r}
+        )
+    assert changed["updates"] == 1
+
+
+def before_rows(manifest: dict, ds: str, table: str) -> int:
+    return manifest["rows"][ds][table]
+
+
+def test_boundary_rows_sharing_the_last_watermark_are_not_missed_nor_doubled(workdir: Path) -> None:
+    """A row modified on the day of the last watermark, after that load, still arrives once."""
+    project = make_project(workdir)
+    project.ingest({"hospital_a"})
+    path = bronze_path("hospital_a", "patients")
+    before = project.lake.read(path).num_rows
+    import sqlite3
+
+    con = sqlite3.connect(workdir / "sources" / "hospital_a.db")
+    top = con.execute("SELECT max(ModifiedDate) FROM patients").fetchone()[0]
+    con.execute(
+        "INSERT INTO patients SELECT 'HOSP1-LATE01', FirstName, LastName, MiddleName, SSN, PhoneNumber,"
+        " Gender, DOB, Address, ? FROM patients WHERE PatientID IS NOT NULL LIMIT 1", (top,)
+    )
+    con.commit()
+    con.close()
+    rec = next(r for r in project.ingest({"hospital_a"}).records if r.table == "patients")
+    assert (rec.status, rec.rows_written) == ("success", 1)
+    data = project.lake.read(path)
+    assert data.num_rows == before + 1
+    assert data.filter(pc.equal(data["PatientID"], "HOSP1-LATE01")).num_rows == 1
+    rec = next(r for r in project.ingest({"hospital_a"}).records if r.table == "patients")
+    assert (rec.status, rec.rows_written) == ("no_change", 0)
+
+
+def test_unreachable_database_fails_its_tables_only(workdir: Path) -> None:
+    urls = {"hospital_b": ("postgres", "postgresql://postgres@127.0.0.1:9/nowhere")}
+    project = make_project(workdir, urls)
+    result = project.ingest()
+    assert result.exit_code == 1
+    failed = {(r.datasource, r.table) for r in result.failed}
+    assert failed == {("hospital_b", t) for t in EMR}
+    assert all("cannot connect" in r.error for r in result.failed)
+    assert bronze_count(project, "hospital_a", "patients") > 0
+    assert bronze_count(project, "hospital_b", "claims") > 0  # files of B still load
+    audit = project.audit.read()
+    assert pc.sum(pc.equal(audit["status"], "failed")).as_py() == len(EMR)
+
+
+def test_crash_between_commit_and_audit_neither_loses_nor_duplicates(workdir: Path) -> None:
+    make_project(workdir)
+    env = {**os.environ, "RCMLAKE_FAULTS": "bronze.after_commit:3"}
+    crashed = subprocess.run(
+        [sys.executable, "-m", "rcmlake", "run", "--layer", "bronze", "--config", str(workdir / "rcmlake.yaml")],
+        env=env, capture_output=True, cwd=workdir, check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    project = Project.load(workdir / "rcmlake.yaml")
+    committed = {c["rcmlake"]["batch_id"] for ds in SMALL.datasources for t in (*EMR, "claims")
+                 for c in project.lake.commits(bronze_path(ds, t)) if "batch_id" in c["rcmlake"]}
+    audited = project.audit.batch_ids()
+    assert committed - audited, "the fault point should leave a committed batch without an audit row"
+    result = project.ingest()
+    assert result.exit_code == 0
+    recovered = project.audit.read().filter(pc.equal(project.audit.read()["status"], "recovered"))
+    assert recovered.num_rows >= 1
+    assert committed <= project.audit.batch_ids()
+
+    clean_dir = workdir.parent / "clean"
+    clean_dir.mkdir()
+    from tests.conftest import synthesize
+
+    synthesize(clean_dir, SMALL)
+    clean = make_project(clean_dir)
+    clean.ingest()
+    for ds in SMALL.datasources:
+        for t in (*EMR, "claims"):
+            got = project.lake.read(bronze_path(ds, t)).drop_columns(["_batch_id", "_ingested_at"])
+            want = clean.lake.read(bronze_path(ds, t)).drop_columns(["_batch_id", "_ingested_at"])
+            keys = [(c, "ascending") for c in want.column_names if not c.startswith("_") and c != "_cast_errors"][:3]
+            assert got.num_rows == want.num_rows, f"{ds}.{t}"
+            assert got.sort_by(keys).select(want.column_names[:5]).equals(want.sort_by(keys).select(want.column_names[:5]))
+
+
+def test_audit_log_records_every_load(workdir: Path) -> None:
+    project = make_project(workdir)
+    result = project.ingest()
+    audit = project.audit.read()
+    assert audit.num_rows == len(result.records)
+    row = audit.filter(pc.and_(pc.equal(audit["datasource"], "hospital_a"), pc.equal(audit["table"], "patients"))).to_pylist()[0]
+    assert row["load_type"] == "incremental" and row["watermark_column"] == "ModifiedDate"
+    assert row["watermark_from"] is None and row["watermark_to"] is not None
+    assert row["rows_read"] == row["rows_written"] > 0
+    assert row["started_at"] <= row["ended_at"] and row["status"] == "success"
+    status = project.status(5)
+    assert len(status) == 5 and {"when", "table", "rows", "status"} <= set(status[0])
+    assert project.lake.exists(AUDIT_PATH)

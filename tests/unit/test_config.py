@@ -1,0 +1,125 @@
+"""Config validation: every bad config fails before work starts, naming file, field and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rcmlake.config import json_schema, load_config, parse_config
+from rcmlake.demo import demo_config
+from rcmlake.errors import ConfigError
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "rcmlake.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def demo_raw() -> dict:
+    return yaml.safe_load(demo_config())
+
+
+def test_demo_config_is_valid(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, demo_raw()))
+    assert sorted(config.sources) == ["hospital_a", "hospital_b"]
+    patients = next(t for t in config.sources["hospital_b"].tables if t.name == "patients")
+    assert (patients.load_type, patients.watermark) == ("incremental", "Updated_Date")
+    assert config.lake_uri == str(tmp_path / "lake")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "says"),
+    [
+        (lambda r: r.update(lakes="x"), "lakes", "unknown key"),
+        (lambda r: r["sources"]["hospital_a"].update(port="x"), "sources.hospital_a.sqlite.port", "unknown key"),
+        (lambda r: r["sources"]["hospital_a"]["tables"][0].update(load_type="delta"), "load_type", "allowed: 'full' or 'incremental'"),
+        (lambda r: r["sources"]["hospital_a"]["tables"][2].pop("watermark"), "tables.2", "needs a `watermark`"),
+        (lambda r: r["sources"]["hospital_a"].update(type="oracle"), "sources.hospital_a", "allowed"),
+        (lambda r: r["run"].update(workers="many") if "run" in r else r.update(run={"workers": "many"}), "run.workers", "integer"),
+        (lambda r: r["files"]["claims"].update(layout="remits"), "files.claims.layout", "allowed: 'claims' or 'cpt_codes'"),
+    ],
+)
+def test_bad_config_names_file_field_and_allowed(tmp_path: Path, mutate, field: str, says: str) -> None:
+    raw = demo_raw()
+    mutate(raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, raw))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "rcmlake.yaml"))
+    assert field in message
+    assert says in message
+    assert err.value.exit_code == 2
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lake: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_env_references_resolve_at_run_time_and_never_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = demo_raw()
+    raw["sources"]["hospital_a"] = {"type": "mysql", "url": "mysql://etl:${HOSP_A_PW}@db:3306/a", "tables": []}
+    config = parse_config(raw, base_dir=tmp_path)  # loading does not need the variable yet
+    source = config.sources["hospital_a"]
+    with pytest.raises(ConfigError, match="environment variable HOSP_A_PW is not set"):
+        source.resolved_url()
+    monkeypatch.setenv("HOSP_A_PW", "s3cret")
+    assert source.resolved_url() == "mysql://etl:s3cret@db:3306/a"
+    assert "s3cret" not in source.display_url() and "s3cret" not in repr(config)
+
+
+LOAD_CONFIG = """database,datasource,tablename,loadtype,watermark,is_active,targetpath
+hospital_a_db,hos-a,departments,Full,,1,hosa
+hospital_a_db,hos-a,patients,Incremental,ModifiedDate,1,hosa
+hospital_b_db,hos-b,dbo.patients,Incremental,Updated_Date,1,hosb
+hospital_b_db,hos-b,providers,Full,,0,hosb
+"""
+
+
+def test_reference_load_config_csv_is_the_table_list(tmp_path: Path) -> None:
+    (tmp_path / "load_config.csv").write_text(LOAD_CONFIG)
+    raw = demo_raw()
+    for s in raw["sources"].values():
+        s["tables"] = []
+    raw["tables_csv"] = "load_config.csv"
+    config = load_config(write(tmp_path, raw))
+    a = {t.name: t for t in config.sources["hospital_a"].tables}
+    b = {t.name: t for t in config.sources["hospital_b"].tables}
+    assert a["departments"].load_type == "full" and a["patients"].watermark == "ModifiedDate"
+    assert b["dbo.patients"].entity_name == "patients" and b["dbo.patients"].watermark == "Updated_Date"
+    assert b["providers"].active is False
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (LOAD_CONFIG.replace("hos-a,departments", "hos-z,departments"), "line 2: datasource 'hos-z' is not a source or alias"),
+        (LOAD_CONFIG.replace("Incremental,ModifiedDate", "Incremental,"), "line 3: .*needs a `watermark`"),
+        (LOAD_CONFIG.replace("Full,,1", "Snapshot,,1"), "line 2.*load_type"),
+        ("db,ds,table\n", "header is"),
+    ],
+)
+def test_bad_load_config_csv(tmp_path: Path, content: str, says: str) -> None:
+    (tmp_path / "load_config.csv").write_text(content)
+    raw = demo_raw()
+    for s in raw["sources"].values():
+        s["tables"] = []
+    raw["tables_csv"] = "load_config.csv"
+    with pytest.raises(ConfigError, match=says):
+        load_config(write(tmp_path, raw))
+
+
+def test_json_schema_describes_the_config() -> None:
+    import json
+
+    schema = json.loads(json_schema())
+    assert schema["title"] == "rcmlake.yaml"
+    assert {"lake", "sources", "files", "run"} <= set(schema["properties"])
+    assert "base_dir" not in schema["properties"]
