@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from rcmlake.config import parse_config
 from rcmlake.demo import demo_config
 from rcmlake.project import Project
 from rcmlake.synth import SynthSpec, synthesize
-
-import yaml
 
 SERVERS = {
     "mysql": "mysql+pymysql://root@127.0.0.1:3306/",
@@ -84,13 +83,18 @@ class Backend:
     def urls(self) -> dict[str, tuple[str, str]]:
         if self.kind == "sqlite":
             return {}
-        scheme = {"mysql": "mysql://root@127.0.0.1:3306", "postgres": "postgresql://postgres@127.0.0.1:5432"}[self.kind]
+        scheme = {
+            "mysql": "mysql://root@127.0.0.1:3306",
+            "postgres": "postgresql://postgres@127.0.0.1:5432",
+        }[self.kind]
         return {ds: (self.kind, f"{scheme}/{ds}_{self.suffix}") for ds in SMALL.datasources}
 
     def synth(self, update: bool = False) -> dict:
         if self.kind != "sqlite" and not self.databases:
             self.databases = [f"{ds}_{self.suffix}" for ds in SMALL.datasources]
-        return synthesize(self.workdir, None if update else SMALL, target=self.target(), update=update).manifest
+        return synthesize(
+            self.workdir, None if update else SMALL, target=self.target(), update=update
+        ).manifest
 
     def cleanup(self) -> None:
         for db in self.databases:
@@ -107,7 +111,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     b.cleanup()
 
 
-def make_project(workdir: Path, urls: dict[str, tuple[str, str]] | None = None, **overrides: object) -> Project:
+def make_project(
+    workdir: Path, urls: dict[str, tuple[str, str]] | None = None, **overrides: object
+) -> Project:
     raw = yaml.safe_load(demo_config(urls))
     raw["run"] = {"backoff_seconds": 0.01, "retries": 2, **overrides.pop("run", {})}  # type: ignore[dict-item]
     raw.update(overrides)

@@ -71,7 +71,12 @@ class TerminalConsole:
 
     @contextmanager
     def progress(self, title: str, total: int) -> Iterator[_Step]:
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=self.rich, transient=True) as bar:
             yield _Step(bar, bar.add_task(title, total=total))
 
@@ -87,7 +92,9 @@ class TerminalConsole:
             return
         out = Table(title=title, title_justify="left")
         for col in rows[0]:
-            out.add_column(col, justify="right" if isinstance(rows[0][col], int | float) else "left")
+            out.add_column(
+                col, justify="right" if isinstance(rows[0][col], int | float) else "left"
+            )
         for row in rows:
             out.add_row(*(_cell(v) for v in row.values()))
         self.rich.print(out)

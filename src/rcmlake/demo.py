@@ -62,7 +62,11 @@ def prepare(folder: Path, spec: SynthSpec) -> bool:
     fresh = True
     if manifest.exists():
         old = json.loads(manifest.read_text())
-        fresh = old["spec"] != {**asdict(spec), "start": spec.start.isoformat(), "datasources": list(spec.datasources)}
+        fresh = old["spec"] != {
+            **asdict(spec),
+            "start": spec.start.isoformat(),
+            "datasources": list(spec.datasources),
+        }
     if fresh:
         synthesize(folder, spec)
     config = folder / "rcmlake.yaml"

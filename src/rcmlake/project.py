@@ -48,10 +48,16 @@ class RunResult:
 
     def summary(self) -> list[dict[str, Any]]:
         return [
-            {"layer": r.layer,
-             "table": f"{r.datasource}.{r.table}" + (f" ({Path(r.source_file).name})" if r.source_file else ""),
-             "read": r.rows_read, "written": r.rows_written, "quarantined": r.rows_quarantined,
-             "secs": round(r.duration_s, 2), "status": r.status}
+            {
+                "layer": r.layer,
+                "table": f"{r.datasource}.{r.table}"
+                + (f" ({Path(r.source_file).name})" if r.source_file else ""),
+                "read": r.rows_read,
+                "written": r.rows_written,
+                "quarantined": r.rows_quarantined,
+                "secs": round(r.duration_s, 2),
+                "status": r.status,
+            }
             for r in self.records
         ]
 
@@ -59,7 +65,9 @@ class RunResult:
 class Project:
     """One lake and its configuration."""
 
-    def __init__(self, config: ProjectConfig, *, console: Console | None = None, engine: Engine | None = None):
+    def __init__(
+        self, config: ProjectConfig, *, console: Console | None = None, engine: Engine | None = None
+    ):
         self.config = config
         self.console = console or QuietConsole()
         self.engine = engine or DuckDBEngine()
@@ -110,10 +118,16 @@ class Project:
         """The latest loads from the audit log, newest first."""
         rows = self.audit.latest(limit)
         return [
-            {"when": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), "layer": r["layer"],
-             "table": f"{r['datasource']}.{r['table']}", "file": r["source_file"] or "",
-             "watermark": r["watermark_to"] or "", "rows": r["rows_written"], "status": r["status"],
-             "error": (r["error"] or "")[:80]}
+            {
+                "when": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                "layer": r["layer"],
+                "table": f"{r['datasource']}.{r['table']}",
+                "file": r["source_file"] or "",
+                "watermark": r["watermark_to"] or "",
+                "rows": r["rows_written"],
+                "status": r["status"],
+                "error": (r["error"] or "")[:80],
+            }
             for r in rows
         ]
 

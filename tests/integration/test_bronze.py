@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pytest
 import sqlalchemy as sa
 
 from rcmlake.layers.bronze import bronze_path
@@ -51,7 +50,11 @@ def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
     assert first.exit_code == 0, first.summary()
     for ds in SMALL.datasources:
         for table in EMR:
-            assert bronze_count(project, ds, table) == manifest["rows"][ds][table] == source_rows(backend, project, ds, table)
+            assert (
+                bronze_count(project, ds, table)
+                == manifest["rows"][ds][table]
+                == source_rows(backend, project, ds, table)
+            )
     claims_rows = sum(n for f, n in manifest["claims_files"].items() if f.startswith("hospital1"))
     assert bronze_count(project, "hospital_a", "claims") == claims_rows
     lineage = project.lake.read(bronze_path("hospital_a", "patients"))
@@ -77,10 +80,22 @@ def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
             rec = by_table[(ds, table)]
             assert rec.status == "success" and rec.rows_written > 0
             assert rec.watermark_to > rec.watermark_from
-            assert bronze_count(project, ds, table) == before_rows(manifest, ds, table) + rec.rows_written
+            assert (
+                bronze_count(project, ds, table)
+                == before_rows(manifest, ds, table) + rec.rows_written
+            )
         # every current source row is in bronze, and bronze holds each row version once
         current = project.lake.read(bronze_path(ds, "transactions"))
-        assert current.num_rows == len(set(zip(current["TransactionID"].to_pylist(), current["ModifiedDate"].to_pylist(), current["Amount"].to_pylist(), strict=True)))
+        assert current.num_rows == len(
+            set(
+                zip(
+                    current["TransactionID"].to_pylist(),
+                    current["ModifiedDate"].to_pylist(),
+                    current["Amount"].to_pylist(),
+                    strict=True,
+                )
+            )
+        )
         assert len(set(current["TransactionID"].drop_null().to_pylist())) == len(
             {r for r in current["TransactionID"].to_pylist() if r}
         )
@@ -103,7 +118,8 @@ def test_boundary_rows_sharing_the_last_watermark_are_not_missed_nor_doubled(wor
     top = con.execute("SELECT max(ModifiedDate) FROM patients").fetchone()[0]
     con.execute(
         "INSERT INTO patients SELECT 'HOSP1-LATE01', FirstName, LastName, MiddleName, SSN, PhoneNumber,"
-        " Gender, DOB, Address, ? FROM patients WHERE PatientID IS NOT NULL LIMIT 1", (top,)
+        " Gender, DOB, Address, ? FROM patients WHERE PatientID IS NOT NULL LIMIT 1",
+        (top,),
     )
     con.commit()
     con.close()
@@ -134,15 +150,34 @@ def test_crash_between_commit_and_audit_neither_loses_nor_duplicates(workdir: Pa
     make_project(workdir)
     env = {**os.environ, "RCMLAKE_FAULTS": "bronze.after_commit:3"}
     crashed = subprocess.run(
-        [sys.executable, "-m", "rcmlake", "run", "--layer", "bronze", "--config", str(workdir / "rcmlake.yaml")],
-        env=env, capture_output=True, cwd=workdir, check=False,
+        [
+            sys.executable,
+            "-m",
+            "rcmlake",
+            "run",
+            "--layer",
+            "bronze",
+            "--config",
+            str(workdir / "rcmlake.yaml"),
+        ],
+        env=env,
+        capture_output=True,
+        cwd=workdir,
+        check=False,
     )
     assert crashed.returncode == -9, crashed.stderr
     project = Project.load(workdir / "rcmlake.yaml")
-    committed = {c["rcmlake"]["batch_id"] for ds in SMALL.datasources for t in (*EMR, "claims")
-                 for c in project.lake.commits(bronze_path(ds, t)) if "batch_id" in c["rcmlake"]}
+    committed = {
+        c["rcmlake"]["batch_id"]
+        for ds in SMALL.datasources
+        for t in (*EMR, "claims")
+        for c in project.lake.commits(bronze_path(ds, t))
+        if "batch_id" in c["rcmlake"]
+    }
     audited = project.audit.batch_ids()
-    assert committed - audited, "the fault point should leave a committed batch without an audit row"
+    assert committed - audited, (
+        "the fault point should leave a committed batch without an audit row"
+    )
     result = project.ingest()
     assert result.exit_code == 0
     recovered = project.audit.read().filter(pc.equal(project.audit.read()["status"], "recovered"))
@@ -160,9 +195,17 @@ def test_crash_between_commit_and_audit_neither_loses_nor_duplicates(workdir: Pa
         for t in (*EMR, "claims"):
             got = project.lake.read(bronze_path(ds, t)).drop_columns(["_batch_id", "_ingested_at"])
             want = clean.lake.read(bronze_path(ds, t)).drop_columns(["_batch_id", "_ingested_at"])
-            keys = [(c, "ascending") for c in want.column_names if not c.startswith("_") and c != "_cast_errors"][:3]
+            keys = [
+                (c, "ascending")
+                for c in want.column_names
+                if not c.startswith("_") and c != "_cast_errors"
+            ][:3]
             assert got.num_rows == want.num_rows, f"{ds}.{t}"
-            assert got.sort_by(keys).select(want.column_names[:5]).equals(want.sort_by(keys).select(want.column_names[:5]))
+            assert (
+                got.sort_by(keys)
+                .select(want.column_names[:5])
+                .equals(want.sort_by(keys).select(want.column_names[:5]))
+            )
 
 
 def test_audit_log_records_every_load(workdir: Path) -> None:
@@ -170,7 +213,9 @@ def test_audit_log_records_every_load(workdir: Path) -> None:
     result = project.ingest()
     audit = project.audit.read()
     assert audit.num_rows == len(result.records)
-    row = audit.filter(pc.and_(pc.equal(audit["datasource"], "hospital_a"), pc.equal(audit["table"], "patients"))).to_pylist()[0]
+    row = audit.filter(
+        pc.and_(pc.equal(audit["datasource"], "hospital_a"), pc.equal(audit["table"], "patients"))
+    ).to_pylist()[0]
     assert row["load_type"] == "incremental" and row["watermark_column"] == "ModifiedDate"
     assert row["watermark_from"] is None and row["watermark_to"] is not None
     assert row["rows_read"] == row["rows_written"] > 0

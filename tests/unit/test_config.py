@@ -34,15 +34,43 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     ("mutate", "field", "says"),
     [
         (lambda r: r.update(lakes="x"), "lakes", "unknown key"),
-        (lambda r: r["sources"]["hospital_a"].update(port="x"), "sources.hospital_a.sqlite.port", "unknown key"),
-        (lambda r: r["sources"]["hospital_a"]["tables"][0].update(load_type="delta"), "load_type", "allowed: 'full' or 'incremental'"),
-        (lambda r: r["sources"]["hospital_a"]["tables"][2].pop("watermark"), "tables.2", "needs a `watermark`"),
-        (lambda r: r["sources"]["hospital_a"].update(type="oracle"), "sources.hospital_a", "allowed"),
-        (lambda r: r["run"].update(workers="many") if "run" in r else r.update(run={"workers": "many"}), "run.workers", "integer"),
-        (lambda r: r["files"]["claims"].update(layout="remits"), "files.claims.layout", "allowed: 'claims' or 'cpt_codes'"),
+        (
+            lambda r: r["sources"]["hospital_a"].update(port="x"),
+            "sources.hospital_a.sqlite.port",
+            "unknown key",
+        ),
+        (
+            lambda r: r["sources"]["hospital_a"]["tables"][0].update(load_type="delta"),
+            "load_type",
+            "allowed: 'full' or 'incremental'",
+        ),
+        (
+            lambda r: r["sources"]["hospital_a"]["tables"][2].pop("watermark"),
+            "tables.2",
+            "needs a `watermark`",
+        ),
+        (
+            lambda r: r["sources"]["hospital_a"].update(type="oracle"),
+            "sources.hospital_a",
+            "allowed",
+        ),
+        (
+            lambda r: (
+                r["run"].update(workers="many") if "run" in r else r.update(run={"workers": "many"})
+            ),
+            "run.workers",
+            "integer",
+        ),
+        (
+            lambda r: r["files"]["claims"].update(layout="remits"),
+            "files.claims.layout",
+            "allowed: 'claims' or 'cpt_codes'",
+        ),
     ],
 )
-def test_bad_config_names_file_field_and_allowed(tmp_path: Path, mutate, field: str, says: str) -> None:
+def test_bad_config_names_file_field_and_allowed(
+    tmp_path: Path, mutate, field: str, says: str
+) -> None:
     raw = demo_raw()
     mutate(raw)
     with pytest.raises(ConfigError) as err:
@@ -63,9 +91,15 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_env_references_resolve_at_run_time_and_never_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_references_resolve_at_run_time_and_never_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = demo_raw()
-    raw["sources"]["hospital_a"] = {"type": "mysql", "url": "mysql://etl:${HOSP_A_PW}@db:3306/a", "tables": []}
+    raw["sources"]["hospital_a"] = {
+        "type": "mysql",
+        "url": "mysql://etl:${HOSP_A_PW}@db:3306/a",
+        "tables": [],
+    }
     config = parse_config(raw, base_dir=tmp_path)  # loading does not need the variable yet
     source = config.sources["hospital_a"]
     with pytest.raises(ConfigError, match="environment variable HOSP_A_PW is not set"):
@@ -93,15 +127,24 @@ def test_reference_load_config_csv_is_the_table_list(tmp_path: Path) -> None:
     a = {t.name: t for t in config.sources["hospital_a"].tables}
     b = {t.name: t for t in config.sources["hospital_b"].tables}
     assert a["departments"].load_type == "full" and a["patients"].watermark == "ModifiedDate"
-    assert b["dbo.patients"].entity_name == "patients" and b["dbo.patients"].watermark == "Updated_Date"
+    assert (
+        b["dbo.patients"].entity_name == "patients"
+        and b["dbo.patients"].watermark == "Updated_Date"
+    )
     assert b["providers"].active is False
 
 
 @pytest.mark.parametrize(
     ("content", "says"),
     [
-        (LOAD_CONFIG.replace("hos-a,departments", "hos-z,departments"), "line 2: datasource 'hos-z' is not a source or alias"),
-        (LOAD_CONFIG.replace("Incremental,ModifiedDate", "Incremental,"), "line 3: .*needs a `watermark`"),
+        (
+            LOAD_CONFIG.replace("hos-a,departments", "hos-z,departments"),
+            "line 2: datasource 'hos-z' is not a source or alias",
+        ),
+        (
+            LOAD_CONFIG.replace("Incremental,ModifiedDate", "Incremental,"),
+            "line 3: .*needs a `watermark`",
+        ),
         (LOAD_CONFIG.replace("Full,,1", "Snapshot,,1"), "line 2.*load_type"),
         ("db,ds,table\n", "header is"),
     ],

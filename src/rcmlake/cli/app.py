@@ -31,7 +31,9 @@ app = typer.Typer(
 err = RichConsole(stderr=True)
 state = {"debug": False, "config": None}
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config file [default: ./rcmlake.yaml].")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file [default: ./rcmlake.yaml].")
+]
 
 
 @app.callback()
@@ -57,10 +59,14 @@ def finish(title: str, result, started: float) -> None:  # type: ignore[no-untyp
     out.table(title, result.summary())
     failed = len(result.failed)
     for r in result.failed:
-        out.warn(f"{r.layer} {r.datasource}.{r.table}{' ' + r.source_file if r.source_file else ''}: {r.error}")
+        out.warn(
+            f"{r.layer} {r.datasource}.{r.table}{' ' + r.source_file if r.source_file else ''}: {r.error}"
+        )
     colour = "red" if failed else "green"
-    out.info(f"[{colour}]{len(result.records)} loads, {failed} failed[/] in {time.monotonic() - started:.1f}s "
-             f"(run {result.run_id})")
+    out.info(
+        f"[{colour}]{len(result.records)} loads, {failed} failed[/] in {time.monotonic() - started:.1f}s "
+        f"(run {result.run_id})"
+    )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -79,8 +85,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[red]Interrupted[/]")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence prints one line
+    except Exception as exc:
         if state["debug"]:
             raise
-        err.print(f"[red]Internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        err.print(
+            f"[red]Internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+        )
         sys.exit(3)

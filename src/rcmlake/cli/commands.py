@@ -13,14 +13,25 @@ from rcmlake.cli.app import ConfigOpt, app, console, finish, project
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option(help="Folder for sources/, landing/ and the manifest.")] = Path("."),
+    out: Annotated[
+        Path, typer.Option(help="Folder for sources/, landing/ and the manifest.")
+    ] = Path("."),
     seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
-    transactions: Annotated[int, typer.Option(help="Transactions per hospital over the base months.")] = 5_000,
+    transactions: Annotated[
+        int, typer.Option(help="Transactions per hospital over the base months.")
+    ] = 5_000,
     months: Annotated[int, typer.Option(help="Months of history (one claims file per month).")] = 6,
     defect_rate: Annotated[float, typer.Option(help="Share of rows given a known defect.")] = 0.01,
-    target: Annotated[str | None, typer.Option(help="Database server URL (mysql://…, postgresql://…) "
-                                              "instead of SQLite files; `{datasource}` names the database.")] = None,
-    update: Annotated[bool, typer.Option("--update", help="Apply the next month's changes to an existing set.")] = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Database server URL (mysql://…, postgresql://…) "
+            "instead of SQLite files; `{datasource}` names the database."
+        ),
+    ] = None,
+    update: Annotated[
+        bool, typer.Option("--update", help="Apply the next month's changes to an existing set.")
+    ] = False,
 ) -> None:
     """Generate two synthetic hospitals: EMR databases, monthly claims files and a CPT file."""
     from rcmlake.synth import SynthSpec, synthesize
@@ -29,17 +40,32 @@ def synth(
     spec = SynthSpec(seed=seed, transactions=transactions, months=months, defect_rate=defect_rate)
     with console().progress("synth", 1):
         result = synthesize(out, None if update else spec, target=target, update=update)
-    rows = [{"datasource": ds, "table": t, "rows": n} for ds, tables in result.rows.items() for t, n in tables.items()]
+    rows = [
+        {"datasource": ds, "table": t, "rows": n}
+        for ds, tables in result.rows.items()
+        for t, n in tables.items()
+    ]
     rows.append({"datasource": "landing", "table": "files", "rows": len(result.files)})
-    console().table(f"synth (as of {result.manifest['as_of']}, update {result.manifest['updates']})", rows)
-    console().info(f"done in {time.monotonic() - started:.1f}s; manifest: {out / 'synth_manifest.json'}")
+    console().table(
+        f"synth (as of {result.manifest['as_of']}, update {result.manifest['updates']})", rows
+    )
+    console().info(
+        f"done in {time.monotonic() - started:.1f}s; manifest: {out / 'synth_manifest.json'}"
+    )
 
 
 @app.command()
 def run(
     config: ConfigOpt = None,
-    layer: Annotated[list[str] | None, typer.Option("--layer", "-l", help="bronze, silver or gold; repeat for several [default: all].")] = None,
-    only: Annotated[list[str] | None, typer.Option(help="Only these datasources or feeds (bronze).")] = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layer", "-l", help="bronze, silver or gold; repeat for several [default: all]."
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Only these datasources or feeds (bronze).")
+    ] = None,
 ) -> None:
     """Run the pipeline: ingest into bronze, build silver, build gold."""
     from rcmlake.project import LAYERS
@@ -59,7 +85,11 @@ def status(
 
 
 @app.command()
-def schema(out: Annotated[Path, typer.Option(help="Where to write the JSON Schema.")] = Path("rcmlake.schema.json")) -> None:
+def schema(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON Schema.")] = Path(
+        "rcmlake.schema.json"
+    ),
+) -> None:
     """Write the JSON Schema of rcmlake.yaml, for editor completion and validation."""
     from rcmlake.config import json_schema
 

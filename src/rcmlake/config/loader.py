@@ -18,7 +18,15 @@ from rcmlake.config.models import ProjectConfig, TableConfig
 from rcmlake.errors import ConfigError
 
 DEFAULT_FILE = "rcmlake.yaml"
-LOAD_CONFIG_HEADER = ["database", "datasource", "tablename", "loadtype", "watermark", "is_active", "targetpath"]
+LOAD_CONFIG_HEADER = [
+    "database",
+    "datasource",
+    "tablename",
+    "loadtype",
+    "watermark",
+    "is_active",
+    "targetpath",
+]
 
 
 def load_config(path: Path | str | None = None) -> ProjectConfig:
@@ -33,7 +41,9 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
-        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})", file=str(file), field=where) from None
+        raise ConfigError(
+            f"not valid YAML ({getattr(exc, 'problem', exc)})", file=str(file), field=where
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping", file=str(file))
     return parse_config(raw, base_dir=file.resolve().parent, file=str(file))
@@ -85,7 +95,7 @@ def _merge_load_config(config: ProjectConfig, csv_path: Path) -> ProjectConfig:
         try:
             table = TableConfig(
                 name=row["tablename"],
-                load_type=row["loadtype"],  # type: ignore[arg-type]
+                load_type=row["loadtype"],
                 watermark=row["watermark"] or None,
                 active=row["is_active"].strip() == "1",
             )
@@ -100,7 +110,9 @@ def _merge_load_config(config: ProjectConfig, csv_path: Path) -> ProjectConfig:
             raise ConfigError(
                 f"table(s) {sorted(clash)} of {name} are listed in both files", file=str(csv_path)
             )
-        sources[name] = sources[name].model_copy(update={"tables": [*sources[name].tables, *tables]})
+        sources[name] = sources[name].model_copy(
+            update={"tables": [*sources[name].tables, *tables]}
+        )
     return config.model_copy(update={"sources": sources})
 
 

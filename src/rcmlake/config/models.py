@@ -71,7 +71,9 @@ class TableConfig(Strict):
 
 
 class _DatabaseSource(Strict):
-    url: str = Field(description="Connection URL; `${ENV_VAR}` references are resolved at run time.")
+    url: str = Field(
+        description="Connection URL; `${ENV_VAR}` references are resolved at run time."
+    )
     tables: list[TableConfig] = Field(default_factory=list)
     aliases: list[str] = Field(
         default_factory=list,
@@ -155,7 +157,9 @@ class ProjectConfig(Strict):
     tables_csv: Path | None = Field(
         None, description="A reference-design `load_config.csv` providing the table list."
     )
-    landing: Path = Field(Path("landing"), description="Landing root; holds archive/ and rejected/.")
+    landing: Path = Field(
+        Path("landing"), description="Landing root; holds archive/ and rejected/."
+    )
     files: dict[str, FileFeedConfig] = Field(default_factory=dict)
     codesets: CodesetsConfig = CodesetsConfig()
     run: RunConfig = RunConfig()

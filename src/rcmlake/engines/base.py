@@ -41,7 +41,7 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         pass
 
 

@@ -12,7 +12,7 @@ the append. Full tables are replaced only when their content changed.
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,11 +56,20 @@ def last_content_hash(ctx: RunContext, path: str) -> str | None:
     return commits[0]["rcmlake"].get("content_hash") if commits else None
 
 
-def load_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]) -> LoadRecord:
+def load_table(
+    ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]
+) -> LoadRecord:
     """Land one source table in bronze; one Delta commit or none."""
     path = bronze_path(source.name, table.target_name)
-    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=source.name,
-                     table=table.target_name, load_type=table.load_type, watermark_column=table.watermark)
+    rec = LoadRecord(
+        run_id=ctx.run_id,
+        batch_id=new_id("batch"),
+        layer="bronze",
+        datasource=source.name,
+        table=table.target_name,
+        load_type=table.load_type,
+        watermark_column=table.watermark,
+    )
     ctx.audit.recover(path, layer="bronze", datasource=source.name, table=table.target_name)
     since = last_watermark(ctx, path) if table.load_type == "incremental" else None
     rec.watermark_from = since
@@ -88,7 +97,11 @@ def load_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: 
             rec.watermark_to = top or since
         content = None
         if table.load_type == "full":
-            content = str(s.scalar(f"SELECT coalesce(sum(hash({cols})::HUGEINT), 0) || ':' || count(*) FROM batch"))
+            content = str(
+                s.scalar(
+                    f"SELECT coalesce(sum(hash({cols})::HUGEINT), 0) || ':' || count(*) FROM batch"
+                )
+            )
             if content == last_content_hash(ctx, path):
                 count = 0
         if count == 0:
@@ -102,7 +115,8 @@ def load_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: 
         data = with_lineage(s.stream(f"SELECT * FROM {new_rows}"), lineage)
         rec.rows_written = count
         rec.delta_version = ctx.lake.write(
-            path, data,
+            path,
+            data,
             mode="overwrite" if table.load_type == "full" else "append",
             schema_mode="overwrite" if table.load_type == "full" else "merge",
             metadata=_commit_meta(rec, content_hash=content),
@@ -117,8 +131,18 @@ def _lit(value: str) -> str:
 
 
 def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:
-    keys = ("run_id", "batch_id", "load_type", "watermark_column", "watermark_from", "watermark_to",
-            "rows_read", "rows_written", "source_file", "file_sha256")
+    keys = (
+        "run_id",
+        "batch_id",
+        "load_type",
+        "watermark_column",
+        "watermark_from",
+        "watermark_to",
+        "rows_read",
+        "rows_written",
+        "source_file",
+        "file_sha256",
+    )
     meta = {k: getattr(rec, k) for k in keys}
     return {**meta, **{k: v for k, v in extra.items() if v is not None}}
 
@@ -142,12 +166,31 @@ def _loaded_checksums(ctx: RunContext, path: str) -> set[str]:
     return set(table.column(0).unique().to_pylist()) if table is not None else set()
 
 
-def _load_file(ctx: RunContext, file: Path, datasource: str, name: str, feed: FileFeedConfig,
-               path: str, loaded: set[str]) -> LoadRecord:
+def _load_file(
+    ctx: RunContext,
+    file: Path,
+    datasource: str,
+    name: str,
+    feed: FileFeedConfig,
+    path: str,
+    loaded: set[str],
+) -> LoadRecord:
     digest = sha256(file)
-    rel = file.relative_to(ctx.config.landing_dir) if file.is_relative_to(ctx.config.landing_dir) else Path(file.name)
-    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=datasource,
-                     table=feed.target or name, load_type="file", source_file=str(rel), file_sha256=digest)
+    rel = (
+        file.relative_to(ctx.config.landing_dir)
+        if file.is_relative_to(ctx.config.landing_dir)
+        else Path(file.name)
+    )
+    rec = LoadRecord(
+        run_id=ctx.run_id,
+        batch_id=new_id("batch"),
+        layer="bronze",
+        datasource=datasource,
+        table=feed.target or name,
+        load_type="file",
+        source_file=str(rel),
+        file_sha256=digest,
+    )
     if digest in loaded:
         _move(file, ctx.config.landing_dir / "archive" / rel)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
@@ -167,8 +210,12 @@ def _load_file(ctx: RunContext, file: Path, datasource: str, name: str, feed: Fi
         "_source": pa.scalar(str(rel)),
         "_file_sha256": pa.scalar(digest),
     }
-    data = with_lineage(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), lineage)
-    rec.delta_version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=_commit_meta(rec))
+    data = with_lineage(
+        pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), lineage
+    )
+    rec.delta_version = ctx.lake.write(
+        path, data, mode="append", schema_mode="merge", metadata=_commit_meta(rec)
+    )
     loaded.add(digest)
     faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
@@ -183,27 +230,26 @@ def _move(src: Path, dst: Path) -> None:
 
 def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord]:
     """Ingest every active table and every feed, in parallel, each with retries."""
-    jobs: list[tuple[str, object]] = []
-    for name, cfg in ctx.config.sources.items():
-        if only and name not in only:
-            continue
-        source = SqlSource(name, cfg, ctx.config.base_dir)
-        jobs.append(("source", source))
-    for name, feed in ctx.config.files.items():
-        if only and not (set(feed.patterns) & only) and name not in only:
-            continue
-        jobs.append(("feed", (name, feed)))
+    sources = [
+        SqlSource(name, cfg, ctx.config.base_dir)
+        for name, cfg in ctx.config.sources.items()
+        if not only or name in only
+    ]
+    feeds = [
+        (name, feed)
+        for name, feed in ctx.config.files.items()
+        if not only or name in only or set(feed.patterns) & only
+    ]
+    total = sum(len([t for t in s.config.tables if t.active]) for s in sources) + len(feeds)
     records: list[LoadRecord] = []
-    total = sum(len([t for t in s.config.tables if t.active]) for k, s in jobs if k == "source")  # type: ignore[union-attr]
-    total += sum(1 for k, _ in jobs if k == "feed")
-    with ctx.console.progress("bronze", total) as bar, ThreadPoolExecutor(ctx.config.run.workers) as pool:
-        futures = []
-        for kind, job in jobs:
-            if kind == "feed":
-                name, feed = job  # type: ignore[misc]
-                futures.append(pool.submit(_guard_feed, ctx, name, feed))
-            else:
-                futures.extend(_submit_source(ctx, pool, job))  # type: ignore[arg-type]
+    with (
+        ctx.console.progress("bronze", total) as bar,
+        ThreadPoolExecutor(ctx.config.run.workers) as pool,
+    ):
+        futures: list[Future[list[LoadRecord]]] = []
+        for source in sources:
+            futures.extend(_submit_source(ctx, pool, source))
+        futures.extend(pool.submit(_guard_feed, ctx, name, feed) for name, feed in feeds)
         for future in futures:
             done = future.result()
             records.extend(done)
@@ -211,18 +257,23 @@ def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord
     return records
 
 
-def _submit_source(ctx: RunContext, pool: ThreadPoolExecutor, source: SqlSource) -> list:  # type: ignore[type-arg]
+def _submit_source(
+    ctx: RunContext, pool: ThreadPoolExecutor, source: SqlSource
+) -> list[Future[list[LoadRecord]]]:
+    """Check the database once; if it is unreachable, fail its tables without trying each."""
     tables = [t for t in source.config.tables if t.active]
     try:
         columns = retrying(ctx)(source.check)
     except RcmlakeError as exc:
         failed = [_failed(ctx, source.name, t, exc) for t in tables]
         ctx.audit.record(*failed)
-        return [pool.submit(lambda r=r: [r]) for r in failed]
+        return [pool.submit(lambda r: [r], r) for r in failed]
     return [pool.submit(_guard_table, ctx, source, t, columns.get(t.name, [])) for t in tables]
 
 
-def _guard_table(ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]) -> list[LoadRecord]:
+def _guard_table(
+    ctx: RunContext, source: SqlSource, table: TableConfig, columns: list[str]
+) -> list[LoadRecord]:
     try:
         return [retrying(ctx)(load_table, ctx, source, table, columns)]
     except RcmlakeError as exc:
@@ -235,14 +286,27 @@ def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRe
     try:
         return retrying(ctx)(load_feed, ctx, name, feed)
     except RcmlakeError as exc:
-        rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze",
-                         datasource=",".join(feed.patterns), table=feed.target or name, load_type="file")
+        rec = LoadRecord(
+            run_id=ctx.run_id,
+            batch_id=new_id("batch"),
+            layer="bronze",
+            datasource=",".join(feed.patterns),
+            table=feed.target or name,
+            load_type="file",
+        )
         ctx.audit.record(rec.finish("failed", str(exc)))
         return [rec]
 
 
 def _failed(ctx: RunContext, datasource: str, table: TableConfig, exc: Exception) -> LoadRecord:
-    rec = LoadRecord(run_id=ctx.run_id, batch_id=new_id("batch"), layer="bronze", datasource=datasource,
-                     table=table.target_name, load_type=table.load_type, watermark_column=table.watermark,
-                     started_at=now())
+    rec = LoadRecord(
+        run_id=ctx.run_id,
+        batch_id=new_id("batch"),
+        layer="bronze",
+        datasource=datasource,
+        table=table.target_name,
+        load_type=table.load_type,
+        watermark_column=table.watermark,
+        started_at=now(),
+    )
     return rec.finish("failed", str(exc))

@@ -30,7 +30,9 @@ class RunContext:
     run_id: str = field(default_factory=lambda: new_id("run"))
 
 
-def with_lineage(reader: pa.RecordBatchReader, columns: dict[str, pa.Scalar]) -> pa.RecordBatchReader:
+def with_lineage(
+    reader: pa.RecordBatchReader, columns: dict[str, pa.Scalar]
+) -> pa.RecordBatchReader:
     """Append constant lineage columns (``_batch_id``, ``_ingested_at``, ``_source`` …) batch by batch."""
     schema = reader.schema
     for name, value in columns.items():

@@ -32,14 +32,41 @@ class Layout:
 
 LAYOUTS = {
     "claims": Layout(
-        columns=("ClaimID", "TransactionID", "PatientID", "EncounterID", "ProviderID", "DeptID",
-                 "ServiceDate", "ClaimDate", "PayorID", "ClaimAmount", "PaidAmount", "ClaimStatus",
-                 "PayorType", "Deductible", "Coinsurance", "Copay", "InsertDate", "ModifiedDate"),
-        types={**{c: "DATE" for c in ("ServiceDate", "ClaimDate", "InsertDate", "ModifiedDate")},
-               **{c: "DECIMAL(18,2)" for c in ("ClaimAmount", "PaidAmount", "Deductible", "Coinsurance", "Copay")}},
+        columns=(
+            "ClaimID",
+            "TransactionID",
+            "PatientID",
+            "EncounterID",
+            "ProviderID",
+            "DeptID",
+            "ServiceDate",
+            "ClaimDate",
+            "PayorID",
+            "ClaimAmount",
+            "PaidAmount",
+            "ClaimStatus",
+            "PayorType",
+            "Deductible",
+            "Coinsurance",
+            "Copay",
+            "InsertDate",
+            "ModifiedDate",
+        ),
+        types={
+            **{c: "DATE" for c in ("ServiceDate", "ClaimDate", "InsertDate", "ModifiedDate")},
+            **{
+                c: "DECIMAL(18,2)"
+                for c in ("ClaimAmount", "PaidAmount", "Deductible", "Coinsurance", "Copay")
+            },
+        },
     ),
     "cpt_codes": Layout(
-        columns=("Procedure Code Category", "CPT Codes", "Procedure Code Descriptions", "Code Status"),
+        columns=(
+            "Procedure Code Category",
+            "CPT Codes",
+            "Procedure Code Descriptions",
+            "Code Status",
+        ),
         types={},
     ),
 }
@@ -85,7 +112,9 @@ def read_file(path: Path, layout_name: str) -> pa.Table:
         read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={h: pa.string() for h in header}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            column_types={h: pa.string() for h in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
         ),
     )
     table = table.select(list(layout.columns))
@@ -95,8 +124,12 @@ def read_file(path: Path, layout_name: str) -> pa.Table:
 def _typed(raw: pa.Table, layout: Layout, malformed: list[tuple[int | None, str]]) -> pa.Table:
     con = duckdb.connect()
     con.register("raw", raw)
-    bad = pa.table({"_line": pa.array([m[0] for m in malformed], pa.int64()),
-                    "_text": pa.array([m[1] for m in malformed], pa.string())})
+    bad = pa.table(
+        {
+            "_line": pa.array([m[0] for m in malformed], pa.int64()),
+            "_text": pa.array([m[1] for m in malformed], pa.string()),
+        }
+    )
     con.register("bad", bad)
 
     def cast(c: str) -> str:
@@ -105,11 +138,16 @@ def _typed(raw: pa.Table, layout: Layout, malformed: list[tuple[int | None, str]
         return f"TRY_CAST({src} AS {t})" if t else src
 
     selects = ", ".join(f'{cast(c)} AS "{c}"' for c in layout.columns)
-    checks = ", ".join(
-        f"CASE WHEN nullif(trim(\"{c}\"), '') IS NOT NULL AND {cast(c)} IS NULL THEN '{c}=' || \"{c}\" END"
-        for c in layout.types
-    ) or "NULL"
-    nulls = ", ".join(f'CAST(NULL AS {layout.types.get(c, "VARCHAR")}) AS "{c}"' for c in layout.columns)
+    checks = (
+        ", ".join(
+            f"CASE WHEN nullif(trim(\"{c}\"), '') IS NOT NULL AND {cast(c)} IS NULL THEN '{c}=' || \"{c}\" END"
+            for c in layout.types
+        )
+        or "NULL"
+    )
+    nulls = ", ".join(
+        f'CAST(NULL AS {layout.types.get(c, "VARCHAR")}) AS "{c}"' for c in layout.columns
+    )
     sql = f"""
         SELECT {selects},
                list_filter([{checks}], lambda x: x IS NOT NULL) AS _cast_errors,

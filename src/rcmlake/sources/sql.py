@@ -18,8 +18,12 @@ from sqlalchemy.engine import make_url
 from rcmlake.config.models import SourceConfig, TableConfig
 from rcmlake.errors import SchemaDriftError, SourceError, SourceUnavailable
 
-_SA_DRIVERS = {"sqlite": "sqlite", "mysql": "mysql+pymysql", "postgres": "postgresql+psycopg",
-               "mssql": "mssql+pymssql"}
+_SA_DRIVERS = {
+    "sqlite": "sqlite",
+    "mysql": "mysql+pymysql",
+    "postgres": "postgresql+psycopg",
+    "mssql": "mssql+pymssql",
+}
 _CX_SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "postgres": "postgresql", "mssql": "mssql"}
 
 
@@ -66,12 +70,16 @@ class SqlSource:
             for table in self.config.tables:
                 schema, _, bare = table.name.rpartition(".")
                 try:
-                    out[table.name] = [c["name"] for c in insp.get_columns(bare, schema=schema or None)]
+                    out[table.name] = [
+                        c["name"] for c in insp.get_columns(bare, schema=schema or None)
+                    ]
                 except sa.exc.NoSuchTableError:
                     out[table.name] = []
             return out
         except sa.exc.OperationalError as exc:
-            raise SourceUnavailable(f"{self.name}: cannot connect ({type(exc.orig).__name__})") from None
+            raise SourceUnavailable(
+                f"{self.name}: cannot connect ({type(exc.orig).__name__})"
+            ) from None
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"{self.name}: {type(exc).__name__}") from None
         finally:
@@ -96,7 +104,9 @@ class SqlSource:
             sql += f" WHERE {wm} >= '{literal}' OR {wm} IS NULL"
         return sql
 
-    def extract(self, table: TableConfig, since: str | None, columns: list[str], batch_rows: int) -> pa.RecordBatchReader:
+    def extract(
+        self, table: TableConfig, since: str | None, columns: list[str], batch_rows: int
+    ) -> pa.RecordBatchReader:
         """Stream the table (or its rows at or above ``since``) as Arrow batches."""
         if not columns:
             raise SchemaDriftError(f"{self.name}.{table.name}: table not found in the source")
@@ -105,10 +115,16 @@ class SqlSource:
                 f"{self.name}.{table.name}: watermark column {table.watermark} not found; columns: {columns}"
             )
         try:
-            reader = cx.read_sql(self.connectorx_url(), self.query(table, since),
-                                 return_type="arrow_stream", batch_size=batch_rows)
+            reader = cx.read_sql(
+                self.connectorx_url(),
+                self.query(table, since),
+                return_type="arrow_stream",
+                batch_size=batch_rows,
+            )
         except Exception as exc:  # connectorx raises bare RuntimeError/PanicException
-            raise SourceError(f"{self.name}.{table.name}: extraction failed ({type(exc).__name__})") from None
+            raise SourceError(
+                f"{self.name}.{table.name}: extraction failed ({type(exc).__name__})"
+            ) from None
         return _normalise(reader)
 
 

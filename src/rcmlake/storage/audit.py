@@ -19,15 +19,30 @@ from rcmlake.storage.delta import Lake
 
 AUDIT_PATH = "_audit/loads"
 TS = pa.timestamp("us", tz="UTC")
-SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("batch_id", pa.string()), ("layer", pa.string()),
-    ("datasource", pa.string()), ("table", pa.string()), ("load_type", pa.string()),
-    ("source_file", pa.string()), ("file_sha256", pa.string()),
-    ("watermark_column", pa.string()), ("watermark_from", pa.string()), ("watermark_to", pa.string()),
-    ("rows_read", pa.int64()), ("rows_written", pa.int64()), ("rows_quarantined", pa.int64()),
-    ("status", pa.string()), ("error", pa.string()),
-    ("started_at", TS), ("ended_at", TS), ("duration_s", pa.float64()), ("delta_version", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("batch_id", pa.string()),
+        ("layer", pa.string()),
+        ("datasource", pa.string()),
+        ("table", pa.string()),
+        ("load_type", pa.string()),
+        ("source_file", pa.string()),
+        ("file_sha256", pa.string()),
+        ("watermark_column", pa.string()),
+        ("watermark_from", pa.string()),
+        ("watermark_to", pa.string()),
+        ("rows_read", pa.int64()),
+        ("rows_written", pa.int64()),
+        ("rows_quarantined", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("started_at", TS),
+        ("ended_at", TS),
+        ("duration_s", pa.float64()),
+        ("delta_version", pa.int64()),
+    ]
+)
 STATUSES = ("success", "no_change", "failed", "rejected", "skipped", "recovered")
 
 
@@ -108,14 +123,27 @@ class AuditLog:
             meta = commit["rcmlake"]
             if meta.get("batch_id") and meta["batch_id"] not in known:
                 at = datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
-                missing.append(LoadRecord(
-                    run_id=meta.get("run_id", ""), batch_id=meta["batch_id"], layer=layer,
-                    datasource=datasource, table=table, load_type=meta.get("load_type", ""),
-                    source_file=meta.get("source_file"), file_sha256=meta.get("file_sha256"),
-                    watermark_column=meta.get("watermark_column"), watermark_from=meta.get("watermark_from"),
-                    watermark_to=meta.get("watermark_to"), rows_read=meta.get("rows_read", 0),
-                    rows_written=meta.get("rows_written", 0), started_at=at,
-                    delta_version=commit.get("version"),
-                ).finish("recovered", "committed before the run stopped; audit row rebuilt from the Delta log"))
+                missing.append(
+                    LoadRecord(
+                        run_id=meta.get("run_id", ""),
+                        batch_id=meta["batch_id"],
+                        layer=layer,
+                        datasource=datasource,
+                        table=table,
+                        load_type=meta.get("load_type", ""),
+                        source_file=meta.get("source_file"),
+                        file_sha256=meta.get("file_sha256"),
+                        watermark_column=meta.get("watermark_column"),
+                        watermark_from=meta.get("watermark_from"),
+                        watermark_to=meta.get("watermark_to"),
+                        rows_read=meta.get("rows_read", 0),
+                        rows_written=meta.get("rows_written", 0),
+                        started_at=at,
+                        delta_version=commit.get("version"),
+                    ).finish(
+                        "recovered",
+                        "committed before the run stopped; audit row rebuilt from the Delta log",
+                    )
+                )
         self.record(*missing)
         return missing

@@ -81,18 +81,17 @@ class Lake:
         schema_mode: str | None = None,
     ) -> int:
         """Write ``data`` as one commit; returns the new table version."""
+        options: dict[str, Any] = {
+            "mode": mode,
+            "partition_by": partition_by,
+            "description": description,
+            "configuration": configuration,
+            "schema_mode": schema_mode,
+            "storage_options": self.storage_options,
+            "commit_properties": _props(metadata),
+        }
         try:
-            write_deltalake(
-                self.uri(path),
-                data,
-                mode=mode,  # type: ignore[arg-type]
-                partition_by=partition_by,
-                description=description,
-                configuration=configuration,
-                schema_mode=schema_mode,  # type: ignore[arg-type]
-                storage_options=self.storage_options,
-                commit_properties=_props(metadata),
-            )
+            write_deltalake(self.uri(path), data, **options)
         except CommitFailedError as exc:
             raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
@@ -123,8 +122,14 @@ class Lake:
             return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
         try:
-            merger = dt.merge(source, predicate, source_alias="s", target_alias="t",
-                              commit_properties=_props(metadata), merge_schema=True)
+            merger = dt.merge(
+                source,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=_props(metadata),
+                merge_schema=True,
+            )
             merger = merger.when_matched_update_all(predicate=update_when)
             if insert:
                 merger = merger.when_not_matched_insert_all()
@@ -143,7 +148,11 @@ class Lake:
             return []
         out = []
         for info in dt.history(limit):
-            meta = {k.removeprefix(META_PREFIX): _load(v) for k, v in info.items() if k.startswith(META_PREFIX)}
+            meta = {
+                k.removeprefix(META_PREFIX): _load(v)
+                for k, v in info.items()
+                if k.startswith(META_PREFIX)
+            }
             out.append({**info, "rcmlake": meta})
         return out
 
@@ -151,7 +160,9 @@ class Lake:
 def _props(metadata: dict[str, Any] | None) -> CommitProperties | None:
     if not metadata:
         return None
-    return CommitProperties(custom_metadata={META_PREFIX + k: json.dumps(v) for k, v in metadata.items()})
+    return CommitProperties(
+        custom_metadata={META_PREFIX + k: json.dumps(v) for k, v in metadata.items()}
+    )
 
 
 def _load(value: Any) -> Any:

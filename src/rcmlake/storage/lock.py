@@ -29,7 +29,9 @@ def lake_lock(root: str, *, local: bool) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LakeLocked(f"another rcmlake run holds {path}/_lock; wait for it to finish") from None
+            raise LakeLocked(
+                f"another rcmlake run holds {path}/_lock; wait for it to finish"
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -33,8 +33,13 @@ __all__ = ["SynthResult", "SynthSpec", "synthesize"]
 
 MANIFEST = "synth_manifest.json"
 # Hospital B names its patient columns differently (SOURCES.md).
-LAYOUT_B = {"PatientID": "ID", "FirstName": "F_Name", "LastName": "L_Name", "MiddleName": "M_Name",
-            "ModifiedDate": "Updated_Date"}
+LAYOUT_B = {
+    "PatientID": "ID",
+    "FirstName": "F_Name",
+    "LastName": "L_Name",
+    "MiddleName": "M_Name",
+    "ModifiedDate": "Updated_Date",
+}
 
 
 @dataclass
@@ -58,8 +63,9 @@ def _emr(tl: Any, spec: SynthSpec, plan: defects.DefectPlan, updates: int) -> di
     return tables
 
 
-def synthesize(out: Path, spec: SynthSpec | None = None, *, target: str | None = None,
-               update: bool = False) -> SynthResult:
+def synthesize(
+    out: Path, spec: SynthSpec | None = None, *, target: str | None = None, update: bool = False
+) -> SynthResult:
     """Write (or, with ``update``, advance) the synthetic sources under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
@@ -67,11 +73,18 @@ def synthesize(out: Path, spec: SynthSpec | None = None, *, target: str | None =
     if update:
         if previous is None:
             raise ConfigError(f"no {MANIFEST} in {out}; run `rcmlake synth` before --update")
-        spec = SynthSpec(**{**previous["spec"], "start": date.fromisoformat(previous["spec"]["start"]),
-                            "datasources": tuple(previous["spec"]["datasources"])})
+        spec = SynthSpec(
+            **{
+                **previous["spec"],
+                "start": date.fromisoformat(previous["spec"]["start"]),
+                "datasources": tuple(previous["spec"]["datasources"]),
+            }
+        )
         updates = previous["updates"] + 1
         if updates > MAX_UPDATES:
-            raise ConfigError(f"at most {MAX_UPDATES} updates per synthetic set; run `rcmlake synth` afresh")
+            raise ConfigError(
+                f"at most {MAX_UPDATES} updates per synthetic set; run `rcmlake synth` afresh"
+            )
     else:
         spec = spec or SynthSpec()
         updates = 0
@@ -112,9 +125,14 @@ def synthesize(out: Path, spec: SynthSpec | None = None, *, target: str | None =
         "as_of": spec.month_end(spec.months + updates).isoformat(),
         "target": writers.redact_url(target),
         "rows": result.rows,
-        "claims_files": {**(previous or {}).get("claims_files", {}), **claims_rows} if update else claims_rows,
+        "claims_files": {**(previous or {}).get("claims_files", {}), **claims_rows}
+        if update
+        else claims_rows,
         "defects": {ds: p.targets for ds, p in plans.items()},
-        "corrected": {ds: {k: p.corrected(k, updates) for k in defects.CORRECTED_BY_UPDATE} for ds, p in plans.items()},
+        "corrected": {
+            ds: {k: p.corrected(k, updates) for k in defects.CORRECTED_BY_UPDATE}
+            for ds, p in plans.items()
+        },
         "expected_quarantine": defects.expected_quarantine(plans, updates),
     }
     manifest_path.write_text(json.dumps(result.manifest, indent=2, sort_keys=True))
@@ -134,7 +152,9 @@ def _corrections(tl: Any, spec: SynthSpec, plan: defects.DefectPlan) -> pa.Table
     found = []
     for month in range(1, spec.months + 1):
         claims = claims_for_month(tl, spec, month)
-        found.append(claims.filter(pc.is_in(claims["ClaimID"], pa.array(sorted(fixed), pa.string()))))
+        found.append(
+            claims.filter(pc.is_in(claims["ClaimID"], pa.array(sorted(fixed), pa.string())))
+        )
     table = pa.concat_tables(found)
     stamp = pa.array([spec.month_end(spec.months + 1)] * table.num_rows, pa.date32())
     return table.set_column(table.schema.get_field_index("ModifiedDate"), "ModifiedDate", stamp)
@@ -144,11 +164,13 @@ def _write_cpt(path: Path) -> Path:
     """The CPT file in the reference layout: spaced header, trailing spaces, mixed-case status."""
     cpt = cpt_catalog()
     statuses = ["No Change", "No change", "Added", "No Change", "Moved from 0050T"]
-    table = pa.table({
-        "Procedure Code Category": cpt["category"],
-        "CPT Codes": cpt["code"],
-        "Procedure Code Descriptions": [d + "  " for d in cpt["description"].to_pylist()],
-        "Code Status": [statuses[i % len(statuses)] for i in range(cpt.num_rows)],
-    })
+    table = pa.table(
+        {
+            "Procedure Code Category": cpt["category"],
+            "CPT Codes": cpt["code"],
+            "Procedure Code Descriptions": [d + "  " for d in cpt["description"].to_pylist()],
+            "Code Status": [statuses[i % len(statuses)] for i in range(cpt.num_rows)],
+        }
+    )
     writers.write_csv(table, path)
     return path

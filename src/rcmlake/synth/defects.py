@@ -78,19 +78,41 @@ def plan(tl: Timeline, spec: SynthSpec) -> DefectPlan:
     moved_later = _changed_ids(pat, final["patients"], "PatientID")
     pool = np.array([i for i in pat["PatientID"].to_pylist() if i not in moved_later])
     pick(pool, ["patient_null_key", "patient_future_dob", "patient_duplicate_key"])
-    pick(np.array(base["encounters"]["EncounterID"].to_pylist()), ["encounter_unknown_cpt", "encounter_future_date"])
+    pick(
+        np.array(base["encounters"]["EncounterID"].to_pylist()),
+        ["encounter_unknown_cpt", "encounter_future_date"],
+    )
     tx = base["transactions"]
     changed = _changed_ids(tx, final["transactions"], "TransactionID")
-    settled = [t for t, p in zip(tx["TransactionID"].to_pylist(), tx["PaidAmount"].to_pylist(), strict=True)
-               if t not in changed and p > 0]
-    pick(np.array(settled), ["transaction_negative_amount", "transaction_paid_exceeds_billed",
-                             "transaction_unknown_icd", "transaction_paid_before_service",
-                             "transaction_duplicate_key"])
+    settled = [
+        t
+        for t, p in zip(tx["TransactionID"].to_pylist(), tx["PaidAmount"].to_pylist(), strict=True)
+        if t not in changed and p > 0
+    ]
+    pick(
+        np.array(settled),
+        [
+            "transaction_negative_amount",
+            "transaction_paid_exceeds_billed",
+            "transaction_unknown_icd",
+            "transaction_paid_before_service",
+            "transaction_duplicate_key",
+        ],
+    )
     once = claim_months(tl, spec) == 1
     submitted = tl.encounters["claim_date"] <= np.datetime64(spec.month_end(spec.months))
-    claim_ids = np.char.add("CLAIM", np.char.zfill((np.nonzero(once & submitted)[0] + 1).astype(str), 6))
-    pick(claim_ids, ["claim_malformed_row", "claim_negative_amount", "claim_before_service",
-                     "claim_non_numeric_amount"])
+    claim_ids = np.char.add(
+        "CLAIM", np.char.zfill((np.nonzero(once & submitted)[0] + 1).astype(str), 6)
+    )
+    pick(
+        claim_ids,
+        [
+            "claim_malformed_row",
+            "claim_negative_amount",
+            "claim_before_service",
+            "claim_non_numeric_amount",
+        ],
+    )
     return DefectPlan(targets)
 
 
@@ -113,11 +135,18 @@ def _set(table: pa.Table, column: str, mask: pa.Array, value: pa.Array | pa.Scal
     return table.set_column(i, column, pc.if_else(mask, value, table[column]))
 
 
-def apply_emr(tables: dict[str, pa.Table], plan_: DefectPlan, updates: int, as_of: date) -> dict[str, pa.Table]:
+def apply_emr(
+    tables: dict[str, pa.Table], plan_: DefectPlan, updates: int, as_of: date
+) -> dict[str, pa.Table]:
     """Inject EMR defects into one hospital's snapshot."""
     out = dict(tables)
     p = out["patients"]
-    p = _set(p, "DOB", _mask(p, "PatientID", plan_.ids("patient_future_dob")), pa.scalar(FUTURE, pa.date32()))
+    p = _set(
+        p,
+        "DOB",
+        _mask(p, "PatientID", plan_.ids("patient_future_dob")),
+        pa.scalar(FUTURE, pa.date32()),
+    )
     dup = p.filter(_mask(p, "PatientID", plan_.ids("patient_duplicate_key")))
     dup = _set(dup, "PhoneNumber", pa.array([True] * dup.num_rows), pa.scalar("(555) 010-0000"))
     nulls = p.filter(_mask(p, "PatientID", plan_.ids("patient_null_key")))
@@ -125,8 +154,18 @@ def apply_emr(tables: dict[str, pa.Table], plan_: DefectPlan, updates: int, as_o
     out["patients"] = pa.concat_tables([p, dup, nulls])
 
     e = out["encounters"]
-    e = _set(e, "ProcedureCode", _mask(e, "EncounterID", plan_.ids("encounter_unknown_cpt")), pa.scalar(UNKNOWN_CPT, pa.int64()))
-    out["encounters"] = _set(e, "EncounterDate", _mask(e, "EncounterID", plan_.ids("encounter_future_date")), pa.scalar(FUTURE, pa.date32()))
+    e = _set(
+        e,
+        "ProcedureCode",
+        _mask(e, "EncounterID", plan_.ids("encounter_unknown_cpt")),
+        pa.scalar(UNKNOWN_CPT, pa.int64()),
+    )
+    out["encounters"] = _set(
+        e,
+        "EncounterDate",
+        _mask(e, "EncounterID", plan_.ids("encounter_future_date")),
+        pa.scalar(FUTURE, pa.date32()),
+    )
 
     t = out["transactions"]
     neg = _mask(t, "TransactionID", plan_.active("transaction_negative_amount", updates))
@@ -135,9 +174,21 @@ def apply_emr(tables: dict[str, pa.Table], plan_: DefectPlan, updates: int, as_o
     t = _set(t, "ModifiedDate", fixed, pa.scalar(as_of, pa.date32()))
     over = _mask(t, "TransactionID", plan_.ids("transaction_paid_exceeds_billed"))
     t = _set(t, "PaidAmount", over, pc.add(t["Amount"], 100.0))
-    t = _set(t, "ICDCode", _mask(t, "TransactionID", plan_.ids("transaction_unknown_icd")), pa.scalar(UNKNOWN_ICD))
+    t = _set(
+        t,
+        "ICDCode",
+        _mask(t, "TransactionID", plan_.ids("transaction_unknown_icd")),
+        pa.scalar(UNKNOWN_ICD),
+    )
     early = _mask(t, "TransactionID", plan_.ids("transaction_paid_before_service"))
-    t = _set(t, "PaidDate", early, pc.subtract(t["ServiceDate"], pa.scalar(5 * 86_400_000, pa.duration("ms"))).cast(pa.date32()))
+    t = _set(
+        t,
+        "PaidDate",
+        early,
+        pc.subtract(t["ServiceDate"], pa.scalar(5 * 86_400_000, pa.duration("ms"))).cast(
+            pa.date32()
+        ),
+    )
     dup = t.filter(_mask(t, "TransactionID", plan_.ids("transaction_duplicate_key")))
     dup = _set(dup, "Amount", pa.array([True] * dup.num_rows), pc.add(dup["Amount"], 10.0))
     out["transactions"] = pa.concat_tables([t, dup])
@@ -150,14 +201,23 @@ def apply_claims(claims: pa.Table, plan_: DefectPlan) -> tuple[pa.Table, list[st
     neg = _mask(c, "ClaimID", plan_.ids("claim_negative_amount"))
     c = _set(c, "ClaimAmount", neg, pc.binary_join_element_wise("-", c["ClaimAmount"], ""))
     early = _mask(claims, "ClaimID", plan_.ids("claim_before_service"))
-    before = pc.subtract(claims["ServiceDate"], pa.scalar(3 * 86_400_000, pa.duration("ms"))).cast(pa.date32())
+    before = pc.subtract(claims["ServiceDate"], pa.scalar(3 * 86_400_000, pa.duration("ms"))).cast(
+        pa.date32()
+    )
     c = _set(c, "ClaimDate", early, before.cast(pa.string()))
-    c = _set(c, "PaidAmount", _mask(c, "ClaimID", plan_.ids("claim_non_numeric_amount")), pa.scalar("N/A"))
+    c = _set(
+        c,
+        "PaidAmount",
+        _mask(c, "ClaimID", plan_.ids("claim_non_numeric_amount")),
+        pa.scalar("N/A"),
+    )
     malformed = [i for i in plan_.ids("claim_malformed_row") if i in set(c["ClaimID"].to_pylist())]
     return c, malformed
 
 
-def expected_quarantine(plans: dict[str, DefectPlan], updates: int) -> dict[str, dict[str, dict[str, int]]]:
+def expected_quarantine(
+    plans: dict[str, DefectPlan], updates: int
+) -> dict[str, dict[str, dict[str, int]]]:
     """Per datasource, entity and rule: how many silver rows must be quarantined."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for ds, p in plans.items():

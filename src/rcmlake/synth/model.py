@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rcmlake.synth import catalog
 
@@ -78,21 +79,25 @@ def build(spec: SynthSpec, index: int) -> Timeline:
     """Draw hospital number ``index`` (0-based) of ``spec``."""
     rng = np.random.default_rng([spec.seed, index])
     n_dept = len(catalog.DEPARTMENTS)
-    departments = pa.table({
-        "DeptID": [f"DEPT{i + 1:03d}" for i in range(n_dept)],
-        "Name": [d[0] for d in catalog.DEPARTMENTS],
-    })
+    departments = pa.table(
+        {
+            "DeptID": [f"DEPT{i + 1:03d}" for i in range(n_dept)],
+            "Name": [d[0] for d in catalog.DEPARTMENTS],
+        }
+    )
     n_prov = 40
     prov_dept = rng.integers(0, n_dept, n_prov)
     first, last = np.array(catalog.FIRST_NAMES), np.array(catalog.LAST_NAMES)
-    providers = pa.table({
-        "ProviderID": [f"H{index + 1}-PROV{i + 1:04d}" for i in range(n_prov)],
-        "FirstName": first[rng.integers(0, len(first), n_prov)],
-        "LastName": last[rng.integers(0, len(last), n_prov)],
-        "Specialization": [catalog.DEPARTMENTS[d][1] for d in prov_dept],
-        "DeptID": [f"DEPT{d + 1:03d}" for d in prov_dept],
-        "NPI": pa.array(_npi(rng, n_prov), pa.int64()),
-    })
+    providers = pa.table(
+        {
+            "ProviderID": [f"H{index + 1}-PROV{i + 1:04d}" for i in range(n_prov)],
+            "FirstName": first[rng.integers(0, len(first), n_prov)],
+            "LastName": last[rng.integers(0, len(last), n_prov)],
+            "Specialization": [catalog.DEPARTMENTS[d][1] for d in prov_dept],
+            "DeptID": [f"DEPT{d + 1:03d}" for d in prov_dept],
+            "NPI": pa.array(_npi(rng, n_prov), pa.int64()),
+        }
+    )
 
     start, horizon_end = _d(spec.start), _d(spec.month_end(spec.horizon_months))
     span = int((horizon_end - start).astype(int)) + 1
@@ -109,7 +114,9 @@ def build(spec: SynthSpec, index: int) -> Timeline:
     order = np.argsort(reg, kind="stable")
     reg = reg[order]
     moves = rng.random(n_pat) < 0.03 * spec.horizon_months
-    move_at = np.where(moves, np.maximum(reg, start) + rng.integers(1, span, n_pat), np.datetime64("NaT"))
+    move_at = np.where(
+        moves, np.maximum(reg, start) + rng.integers(1, span, n_pat), np.datetime64("NaT")
+    )
     move_at = np.where(move_at > horizon_end, np.datetime64("NaT"), move_at).astype("datetime64[D]")
     city = rng.integers(0, len(catalog.CITIES), (2, n_pat))
     payer_idx = rng.choice(len(catalog.PAYERS), n_pat, p=[p[4] for p in catalog.PAYERS])
@@ -117,14 +124,22 @@ def build(spec: SynthSpec, index: int) -> Timeline:
         "id": np.array([f"HOSP1-{i + 1:06d}" for i in range(n_pat)]),
         "first": first[rng.integers(0, len(first), n_pat)],
         "last": last[rng.integers(0, len(last), n_pat)],
-        "middle": np.where(rng.random(n_pat) < 0.15, "NULL", first[rng.integers(0, len(first), n_pat)]),
-        "ssn": np.char.add(np.char.add(np.char.zfill(rng.integers(100, 899, n_pat).astype(str), 3), "-"),
-                           np.char.add(np.char.add(np.char.zfill(rng.integers(1, 99, n_pat).astype(str), 2), "-"),
-                                       np.char.zfill(rng.integers(1, 9999, n_pat).astype(str), 4))),
+        "middle": np.where(
+            rng.random(n_pat) < 0.15, "NULL", first[rng.integers(0, len(first), n_pat)]
+        ),
+        "ssn": np.char.add(
+            np.char.add(np.char.zfill(rng.integers(100, 899, n_pat).astype(str), 3), "-"),
+            np.char.add(
+                np.char.add(np.char.zfill(rng.integers(1, 99, n_pat).astype(str), 2), "-"),
+                np.char.zfill(rng.integers(1, 9999, n_pat).astype(str), 4),
+            ),
+        ),
         "phone": np.stack([_phones(rng, n_pat, city[k]) for k in range(2)]),
         "address": np.stack([_addresses(rng, n_pat, city[k]) for k in range(2)]),
         "gender": np.where(rng.random(n_pat) < 0.52, "Female", "Male"),
-        "dob": (np.datetime64("2024-06-01") - rng.integers(365, 365 * 90, n_pat)).astype("datetime64[D]"),
+        "dob": (np.datetime64("2024-06-01") - rng.integers(365, 365 * 90, n_pat)).astype(
+            "datetime64[D]"
+        ),
         "registered": reg,
         "moved": move_at,
         "payer": payer_idx,
@@ -149,27 +164,48 @@ def build(spec: SynthSpec, index: int) -> Timeline:
     allowed = np.round(amount * ratio * rng.uniform(0.95, 1.05, n_enc), 2)
     allowed = np.minimum(allowed, amount)
     insured = payer != len(catalog.PAYERS) - 1
-    deductible = np.where(insured & (rng.random(n_enc) < 0.25), np.round(np.minimum(allowed * 0.4, rng.uniform(50, 500, n_enc)), 2), 0.0)
+    deductible = np.where(
+        insured & (rng.random(n_enc) < 0.25),
+        np.round(np.minimum(allowed * 0.4, rng.uniform(50, 500, n_enc)), 2),
+        0.0,
+    )
     coins = np.where(insured & (payer >= 2), np.round((allowed - deductible) * 0.2, 2), 0.0)
-    copay = np.where(insured & (charges[proc_idx] < 400), np.minimum(rng.choice([20.0, 30.0, 40.0, 50.0], n_enc), allowed - deductible - coins), 0.0)
+    copay = np.where(
+        insured & (charges[proc_idx] < 400),
+        np.minimum(rng.choice([20.0, 30.0, 40.0, 50.0], n_enc), allowed - deductible - coins),
+        0.0,
+    )
     copay = np.maximum(copay, 0.0)
     expected = np.where(insured, allowed - deductible - coins - copay, np.round(allowed * 0.45, 2))
     outcome = rng.choice(4, n_enc, p=[0.78, 0.10, 0.05, 0.07])  # paid, denied, rejected, partial
     paid = np.where(outcome == 0, expected, np.where(outcome == 3, expected * 0.55, 0.0))
     paid, copay = np.round(paid, 2), np.round(copay, 2)
-    claim_lag = np.where(rng.random(n_enc) < 0.93, rng.geometric(0.3, n_enc), rng.integers(12, 60, n_enc))
+    claim_lag = np.where(
+        rng.random(n_enc) < 0.93, rng.geometric(0.3, n_enc), rng.integers(12, 60, n_enc)
+    )
     claim_date = enc_date + claim_lag
     adj_date = claim_date + np.maximum(3, rng.normal(adj_days, 6, n_enc).astype(np.int64))
     rej_date = claim_date + 2
     paid_date = adj_date + rng.integers(1, 12, n_enc)
     encounters = {
-        "date": enc_date, "patient": patient, "provider": provider,
+        "date": enc_date,
+        "patient": patient,
+        "provider": provider,
         "type": rng.choice(catalog.ENCOUNTER_TYPES[0], n_enc, p=catalog.ENCOUNTER_TYPES[1]),
         "visit": rng.choice(catalog.VISIT_TYPES[0], n_enc, p=catalog.VISIT_TYPES[1]),
-        "proc": codes[proc_idx], "icd": rng.choice(np.array(catalog.icd_catalog()["code"].to_pylist()), n_enc),
-        "payer": payer, "amount": amount, "paid": paid, "outcome": outcome,
-        "deductible": deductible, "coinsurance": coins, "copay": copay,
-        "claim_date": claim_date, "adj_date": adj_date, "rej_date": rej_date, "paid_date": paid_date,
+        "proc": codes[proc_idx],
+        "icd": rng.choice(np.array(catalog.icd_catalog()["code"].to_pylist()), n_enc),
+        "payer": payer,
+        "amount": amount,
+        "paid": paid,
+        "outcome": outcome,
+        "deductible": deductible,
+        "coinsurance": coins,
+        "copay": copay,
+        "claim_date": claim_date,
+        "adj_date": adj_date,
+        "rej_date": rej_date,
+        "paid_date": paid_date,
     }
     return Timeline(index, departments, providers, patients, encounters)
 
@@ -179,9 +215,15 @@ def _phones(rng: np.random.Generator, n: int, city: np.ndarray) -> np.ndarray:
     mid = np.char.zfill(rng.integers(200, 999, n).astype(str), 3)
     end = np.char.zfill(rng.integers(0, 9999, n).astype(str), 4)
     style = rng.integers(0, 3, n)
-    a = np.char.add(np.char.add(np.char.add("(", area), ") "), np.char.add(np.char.add(mid, "-"), end))
-    b = np.char.add(np.char.add("+1-", area), np.char.add(np.char.add("-", mid), np.char.add("-", end)))
-    c = np.char.add(np.char.add(area, np.char.add(".", mid)), np.char.add(np.char.add(".", end), "x12"))
+    a = np.char.add(
+        np.char.add(np.char.add("(", area), ") "), np.char.add(np.char.add(mid, "-"), end)
+    )
+    b = np.char.add(
+        np.char.add("+1-", area), np.char.add(np.char.add("-", mid), np.char.add("-", end))
+    )
+    c = np.char.add(
+        np.char.add(area, np.char.add(".", mid)), np.char.add(np.char.add(".", end), "x12")
+    )
     return np.where(style == 0, a, np.where(style == 1, b, c))
 
 
@@ -209,8 +251,11 @@ def claim_status(tl: Timeline, as_of: np.datetime64) -> np.ndarray:
 def status_changed_at(tl: Timeline, as_of: np.datetime64) -> np.ndarray:
     """Date of each claim's latest status change on or before ``as_of``."""
     e = tl.encounters
-    steps = [e["claim_date"], np.where(e["outcome"] == 2, e["rej_date"], e["adj_date"]),
-             np.where(np.isin(e["outcome"], (0, 3)), e["paid_date"], e["adj_date"])]
+    steps = [
+        e["claim_date"],
+        np.where(e["outcome"] == 2, e["rej_date"], e["adj_date"]),
+        np.where(np.isin(e["outcome"], (0, 3)), e["paid_date"], e["adj_date"]),
+    ]
     changed = e["claim_date"].copy()
     for s in steps[1:]:
         changed = np.where(s <= as_of, np.maximum(changed, s), changed)
@@ -221,6 +266,12 @@ def _dates(values: np.ndarray) -> pa.Array:
     return pa.array(values.astype("datetime64[D]"), pa.date32())
 
 
+def _ids_where(mask: np.ndarray, prefix: str, ids: np.ndarray) -> pa.Array:
+    """Payer member ids where the payer has them, NULL elsewhere."""
+    values = pa.array(np.char.add(prefix, ids.astype(str)), pa.string())
+    return pc.if_else(pa.array(mask), values, pa.scalar(None, pa.string()))
+
+
 def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     """The hospital's five EMR tables as they stand at the end of ``as_of`` (seed layout A)."""
     cut = _d(as_of)
@@ -229,18 +280,20 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     moved = ~np.isnat(p["moved"]) & (p["moved"] <= cut)
     version = moved.astype(int)
     n = len(pk)
-    patients = pa.table({
-        "PatientID": p["id"][pk],
-        "FirstName": p["first"][pk],
-        "LastName": p["last"][pk],
-        "MiddleName": p["middle"][pk],
-        "SSN": p["ssn"][pk],
-        "PhoneNumber": p["phone"][version, np.arange(n)][pk],
-        "Gender": p["gender"][pk],
-        "DOB": _dates(p["dob"][pk]),
-        "Address": p["address"][version, np.arange(n)][pk],
-        "ModifiedDate": _dates(np.where(moved, p["moved"], p["registered"])[pk]),
-    })
+    patients = pa.table(
+        {
+            "PatientID": p["id"][pk],
+            "FirstName": p["first"][pk],
+            "LastName": p["last"][pk],
+            "MiddleName": p["middle"][pk],
+            "SSN": p["ssn"][pk],
+            "PhoneNumber": p["phone"][version, np.arange(n)][pk],
+            "Gender": p["gender"][pk],
+            "DOB": _dates(p["dob"][pk]),
+            "Address": p["address"][version, np.arange(n)][pk],
+            "ModifiedDate": _dates(np.where(moved, p["moved"], p["registered"])[pk]),
+        }
+    )
     ek = e["date"] <= cut
     ids = np.arange(1, len(ek) + 1)[ek]
     enc_ids = np.char.add("ENC", np.char.zfill(ids.astype(str), 6))
@@ -248,17 +301,19 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     prov = tl.providers
     prov_ids = np.array(prov["ProviderID"].to_pylist())[e["provider"][ek]]
     dept_ids = np.array(prov["DeptID"].to_pylist())[e["provider"][ek]]
-    encounters = pa.table({
-        "EncounterID": enc_ids,
-        "PatientID": patient_ids,
-        "EncounterDate": _dates(e["date"][ek]),
-        "EncounterType": e["type"][ek],
-        "ProviderID": prov_ids,
-        "DepartmentID": dept_ids,
-        "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
-        "InsertedDate": _dates(e["date"][ek]),
-        "ModifiedDate": _dates(e["date"][ek]),
-    })
+    encounters = pa.table(
+        {
+            "EncounterID": enc_ids,
+            "PatientID": patient_ids,
+            "EncounterDate": _dates(e["date"][ek]),
+            "EncounterType": e["type"][ek],
+            "ProviderID": prov_ids,
+            "DepartmentID": dept_ids,
+            "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
+            "InsertedDate": _dates(e["date"][ek]),
+            "ModifiedDate": _dates(e["date"][ek]),
+        }
+    )
     payers = catalog.PAYERS
     payer = e["payer"][ek]
     paid_now = e["paid_date"][ek] <= cut
@@ -266,31 +321,35 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     paid_amount = np.where(payable & paid_now, e["paid"][ek], 0.0)
     paid_date = np.where(payable & paid_now, e["paid_date"][ek], np.datetime64("NaT"))
     status_at = status_changed_at(tl, cut)[ek]
-    modified = np.where(e["claim_date"][ek] <= cut, np.maximum(e["date"][ek], status_at), e["date"][ek])
+    modified = np.where(
+        e["claim_date"][ek] <= cut, np.maximum(e["date"][ek], status_at), e["date"][ek]
+    )
     lob = np.array([x[2] for x in payers])[payer]
-    transactions = pa.table({
-        "TransactionID": np.char.add("TRANS", np.char.zfill(ids.astype(str), 6)),
-        "EncounterID": enc_ids,
-        "PatientID": patient_ids,
-        "ProviderID": prov_ids,
-        "DeptID": dept_ids,
-        "VisitDate": _dates(e["date"][ek]),
-        "ServiceDate": _dates(e["date"][ek]),
-        "PaidDate": _dates(paid_date),
-        "VisitType": e["visit"][ek],
-        "Amount": e["amount"][ek],
-        "AmountType": np.array([x[3] for x in payers])[payer],
-        "PaidAmount": paid_amount,
-        "ClaimID": np.char.add("CLAIM", np.char.zfill(ids.astype(str), 6)),
-        "PayorID": np.array([x[0] for x in payers])[payer],
-        "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
-        "ICDCode": e["icd"][ek],
-        "LineOfBusiness": lob,
-        "MedicaidID": pa.array(np.where(lob == "Medicaid", np.char.add("MCD", ids.astype(str)), None)),
-        "MedicareID": pa.array(np.where(lob == "Medicare", np.char.add("MCR", ids.astype(str)), None)),
-        "InsertDate": _dates(e["date"][ek]),
-        "ModifiedDate": _dates(modified),
-    })
+    transactions = pa.table(
+        {
+            "TransactionID": np.char.add("TRANS", np.char.zfill(ids.astype(str), 6)),
+            "EncounterID": enc_ids,
+            "PatientID": patient_ids,
+            "ProviderID": prov_ids,
+            "DeptID": dept_ids,
+            "VisitDate": _dates(e["date"][ek]),
+            "ServiceDate": _dates(e["date"][ek]),
+            "PaidDate": _dates(paid_date),
+            "VisitType": e["visit"][ek],
+            "Amount": e["amount"][ek],
+            "AmountType": np.array([x[3] for x in payers])[payer],
+            "PaidAmount": paid_amount,
+            "ClaimID": np.char.add("CLAIM", np.char.zfill(ids.astype(str), 6)),
+            "PayorID": np.array([x[0] for x in payers])[payer],
+            "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
+            "ICDCode": e["icd"][ek],
+            "LineOfBusiness": lob,
+            "MedicaidID": _ids_where(lob == "Medicaid", "MCD", ids),
+            "MedicareID": _ids_where(lob == "Medicare", "MCR", ids),
+            "InsertDate": _dates(e["date"][ek]),
+            "ModifiedDate": _dates(modified),
+        }
+    )
     return {
         "departments": tl.departments,
         "providers": tl.providers,
@@ -301,9 +360,24 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
 
 
 CLAIM_COLUMNS = [
-    "ClaimID", "TransactionID", "PatientID", "EncounterID", "ProviderID", "DeptID", "ServiceDate",
-    "ClaimDate", "PayorID", "ClaimAmount", "PaidAmount", "ClaimStatus", "PayorType", "Deductible",
-    "Coinsurance", "Copay", "InsertDate", "ModifiedDate",
+    "ClaimID",
+    "TransactionID",
+    "PatientID",
+    "EncounterID",
+    "ProviderID",
+    "DeptID",
+    "ServiceDate",
+    "ClaimDate",
+    "PayorID",
+    "ClaimAmount",
+    "PaidAmount",
+    "ClaimStatus",
+    "PayorType",
+    "Deductible",
+    "Coinsurance",
+    "Copay",
+    "InsertDate",
+    "ModifiedDate",
 ]
 
 
@@ -321,26 +395,28 @@ def claims_for_month(tl: Timeline, spec: SynthSpec, month: int) -> pa.Table:
     prov = np.array(tl.providers["ProviderID"].to_pylist())[e["provider"][rows]]
     dept = np.array(tl.providers["DeptID"].to_pylist())[e["provider"][rows]]
     adjudicated = np.isin(status, ("Paid", "Approved", "Denied"))
-    return pa.table({
-        "ClaimID": np.char.add("CLAIM", np.char.zfill(ids, 6)),
-        "TransactionID": np.char.add("TRANS", np.char.zfill(ids, 6)),
-        "PatientID": tl.patients["id"][e["patient"][rows]],
-        "EncounterID": np.char.add("ENC", np.char.zfill(ids, 6)),
-        "ProviderID": prov,
-        "DeptID": dept,
-        "ServiceDate": _dates(e["date"][rows]),
-        "ClaimDate": _dates(e["claim_date"][rows]),
-        "PayorID": np.array([x[0] for x in payers])[payer],
-        "ClaimAmount": e["amount"][rows],
-        "PaidAmount": paid,
-        "ClaimStatus": status.astype(str),
-        "PayorType": np.array([x[1] for x in payers])[payer],
-        "Deductible": np.where(adjudicated, e["deductible"][rows], 0.0),
-        "Coinsurance": np.where(adjudicated, e["coinsurance"][rows], 0.0),
-        "Copay": np.where(adjudicated, e["copay"][rows], 0.0),
-        "InsertDate": _dates(e["claim_date"][rows]),
-        "ModifiedDate": _dates(status_changed_at(tl, end)[rows]),
-    })
+    return pa.table(
+        {
+            "ClaimID": np.char.add("CLAIM", np.char.zfill(ids, 6)),
+            "TransactionID": np.char.add("TRANS", np.char.zfill(ids, 6)),
+            "PatientID": tl.patients["id"][e["patient"][rows]],
+            "EncounterID": np.char.add("ENC", np.char.zfill(ids, 6)),
+            "ProviderID": prov,
+            "DeptID": dept,
+            "ServiceDate": _dates(e["date"][rows]),
+            "ClaimDate": _dates(e["claim_date"][rows]),
+            "PayorID": np.array([x[0] for x in payers])[payer],
+            "ClaimAmount": e["amount"][rows],
+            "PaidAmount": paid,
+            "ClaimStatus": status.astype(str),
+            "PayorType": np.array([x[1] for x in payers])[payer],
+            "Deductible": np.where(adjudicated, e["deductible"][rows], 0.0),
+            "Coinsurance": np.where(adjudicated, e["coinsurance"][rows], 0.0),
+            "Copay": np.where(adjudicated, e["copay"][rows], 0.0),
+            "InsertDate": _dates(e["claim_date"][rows]),
+            "ModifiedDate": _dates(status_changed_at(tl, end)[rows]),
+        }
+    )
 
 
 def claim_months(tl: Timeline, spec: SynthSpec) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -18,14 +19,19 @@ from sqlalchemy.engine import make_url
 
 from rcmlake.errors import SourceUnavailable
 
-SQL_TYPES = {
+SQL_TYPES: dict[pa.DataType, Any] = {
     pa.string(): sa.String(100),
     pa.date32(): sa.Date(),
     pa.float64(): sa.Float(),
     pa.int64(): sa.BigInteger(),
 }
-KEYS = {"departments": "DeptID", "providers": "ProviderID", "patients": None,
-        "encounters": "EncounterID", "transactions": "TransactionID"}
+KEYS = {
+    "departments": "DeptID",
+    "providers": "ProviderID",
+    "patients": None,
+    "encounters": "EncounterID",
+    "transactions": "TransactionID",
+}
 
 
 def database_url(target: str, datasource: str) -> str:
@@ -39,8 +45,12 @@ def database_url(target: str, datasource: str) -> str:
     url = make_url(target.replace("{datasource}", datasource))
     if not url.database:
         url = url.set(database=f"{datasource}_db")
-    driver = {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql", "postgresql": "postgresql+psycopg",
-              "postgres": "postgresql+psycopg"}.get(url.drivername, url.drivername)
+    driver = {
+        "mysql": "mysql+pymysql",
+        "mariadb": "mysql+pymysql",
+        "postgresql": "postgresql+psycopg",
+        "postgres": "postgresql+psycopg",
+    }.get(url.drivername, url.drivername)
     return url.set(drivername=driver).render_as_string(hide_password=False)
 
 
@@ -48,14 +58,19 @@ def engine_for(url: str, *, create: bool = False) -> sa.Engine:
     """An engine on ``url``; ``create`` makes the database first when it is missing."""
     u = make_url(url)
     if create and u.get_backend_name() in ("mysql", "postgresql"):
-        server = u.set(database="postgres" if u.get_backend_name() == "postgresql" else "information_schema")
+        server = u.set(
+            database="postgres" if u.get_backend_name() == "postgresql" else "information_schema"
+        )
         eng = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         try:
             with eng.connect() as con:
                 quoted = eng.dialect.identifier_preparer.quote(u.database or "")
                 exists = con.execute(
-                    sa.text("SELECT 1 FROM pg_database WHERE datname = :d") if u.get_backend_name() == "postgresql"
-                    else sa.text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :d"),
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :d")
+                    if u.get_backend_name() == "postgresql"
+                    else sa.text(
+                        "SELECT 1 FROM information_schema.schemata WHERE schema_name = :d"
+                    ),
                     {"d": u.database},
                 ).first()
                 if not exists:
@@ -108,17 +123,21 @@ def _bulk_insert(engine: sa.Engine, table: sa.Table, data: pa.Table) -> None:
         if backend == "postgresql":
             cols = ", ".join(f'"{c}"' for c in data.column_names)
             buf = io.BytesIO()
-            pacsv.write_csv(data, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-            with cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN WITH (FORMAT csv)') as copy:  # type: ignore[attr-defined]
+            pacsv.write_csv(
+                data, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed")
+            )
+            with cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN WITH (FORMAT csv)') as copy:
                 copy.write(buf.getvalue())
         else:
             quote = engine.dialect.identifier_preparer.quote
             mark = "?" if backend == "sqlite" else "%s"
-            sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in data.column_names)}) "
-                   f"VALUES ({', '.join([mark] * data.num_columns)})")
+            sql = (
+                f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in data.column_names)}) "
+                f"VALUES ({', '.join([mark] * data.num_columns)})"
+            )
             for batch in data.to_batches(50_000):
-                cols = [c.to_pylist() for c in batch.columns]
-                cur.executemany(sql, list(zip(*cols, strict=True)))
+                values = [c.to_pylist() for c in batch.columns]
+                cur.executemany(sql, list(zip(*values, strict=True)))
         raw.commit()
     finally:
         raw.close()
@@ -133,10 +152,15 @@ def write_csv(table: pa.Table, path: Path, *, truncate_ids: list[str] | None = N
     if truncate_ids:
         broken = set(truncate_ids)
         lines = text.splitlines()
-        text = "\n".join(
-            ",".join(line.split(",")[:12]) if line.split(",", 1)[0].strip('"') in broken else line
-            for line in lines
-        ) + "\n"
+        text = (
+            "\n".join(
+                ",".join(line.split(",")[:12])
+                if line.split(",", 1)[0].strip('"') in broken
+                else line
+                for line in lines
+            )
+            + "\n"
+        )
     path.write_text(text, encoding="utf-8")
 
 

@@ -1,0 +1,102 @@
+"""Claims and CPT files: loaded once, typed, archived; unreadable ones rejected with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from rcmlake.layers.bronze import bronze_path
+from tests.conftest import make_project
+
+GOOD = Path("landing/claims/hospital1_claims_2025_01.csv")
+
+
+def reject_reason(workdir: Path, name: str) -> str:
+    return (workdir / "landing" / "rejected" / "claims" / f"{name}.reason.txt").read_text().strip()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("hospital1_empty.csv", b"", "empty file"),
+        ("hospital1_header_only.csv", None, "no data rows after the header"),
+        ("hospital1_latin1.csv", None, "not UTF-8 text"),
+        (
+            "hospital1_wrong_header.csv",
+            b"ClaimID,Amount\nCLAIM1,10\n",
+            "unexpected header: missing [",
+        ),
+        ("hospital1_truncated.csv", None, "truncated: last line"),
+    ],
+)
+def test_unreadable_file_is_rejected_and_the_run_goes_on(
+    workdir: Path, name: str, content: bytes | None, reason: str
+) -> None:
+    good = (workdir / GOOD).read_bytes()
+    header = good.split(b"\n", 1)[0] + b"\n"
+    if name == "hospital1_header_only.csv":
+        content = header
+    elif name == "hospital1_latin1.csv":
+        content = good.replace(b"BlueCross", "BlueCroß".encode("latin-1"), 1)
+    elif name == "hospital1_truncated.csv":
+        content = good.rstrip(b"\n")[:-40]
+    (workdir / "landing" / "claims" / name).write_bytes(content)
+    project = make_project(workdir)
+    result = project.ingest()
+    rejected = [r for r in result.records if r.status == "rejected"]
+    assert [Path(r.source_file).name for r in rejected] == [name]
+    assert reason in rejected[0].error
+    assert reason in reject_reason(workdir, name)
+    assert (workdir / "landing" / "rejected" / "claims" / name).read_bytes() == content
+    assert result.exit_code == 1
+    loaded = [r for r in result.records if r.status == "success" and r.load_type == "file"]
+    assert len(loaded) == 4 * 2 + 1  # every good month of both hospitals, and the CPT file
+    audit = project.audit.read()
+    row = audit.filter(pc.equal(audit["status"], "rejected")).to_pylist()[0]
+    assert row["source_file"] == f"claims/{name}" and reason in row["error"]
+
+
+def test_each_file_loads_once_and_is_archived(workdir: Path) -> None:
+    project = make_project(workdir)
+    project.ingest()
+    path = bronze_path("hospital_a", "claims")
+    first = project.lake.read(path).num_rows
+    assert not list((workdir / "landing" / "claims").glob("*.csv"))
+    archived = workdir / "landing" / "archive" / GOOD.relative_to("landing")
+    assert archived.exists()
+    # the same file dropped again (same bytes, new name) is not loaded twice
+    (workdir / "landing" / "claims" / "hospital1_resent.csv").write_bytes(archived.read_bytes())
+    result = project.ingest()
+    resent = next(
+        r
+        for r in result.records
+        if r.source_file and r.source_file.endswith("hospital1_resent.csv")
+    )
+    assert resent.status == "skipped" and "already loaded" in resent.error
+    assert project.lake.read(path).num_rows == first
+    assert result.exit_code == 0
+
+
+def test_claims_are_typed_and_bad_rows_kept_with_reasons(workdir: Path) -> None:
+    import json
+
+    manifest = json.loads((workdir / "synth_manifest.json").read_text())
+    project = make_project(workdir)
+    project.ingest()
+    claims = project.lake.read(bronze_path("hospital_a", "claims"))
+    types = {f.name: str(f.type) for f in claims.schema}
+    assert types["ClaimAmount"] == "decimal128(18, 2)" and types["ServiceDate"] == "date32[day]"
+    assert types["_file_sha256"] == "string"
+    malformed = claims.filter(pc.invert(pc.is_null(claims["_malformed_line"])))
+    defects = manifest["defects"]["hospital_a"]
+    assert (
+        sorted(line.split(",")[0].strip('"') for line in malformed["_malformed_line"].to_pylist())
+        == defects["claim_malformed_row"]
+    )
+    bad_cast = claims.filter(pc.greater(pc.list_value_length(claims["_cast_errors"]), 0))
+    assert sorted(bad_cast["ClaimID"].to_pylist()) == defects["claim_non_numeric_amount"]
+    assert all(e == ["PaidAmount=N/A"] for e in bad_cast["_cast_errors"].to_pylist())
+    cpt = project.lake.read(bronze_path("codesets", "cpt_codes"))
+    assert cpt.num_rows == 59 and "CPT Codes" in cpt.column_names
