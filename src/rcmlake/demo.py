@@ -50,6 +50,19 @@ files:
     folder: landing/cptcodes
     layout: cpt_codes
     patterns: {{codesets: "*.csv"}}
+codesets:
+  icd: {{mode: packaged}}
+  npi: {{mode: "off"}}
+silver:
+  mappings:
+    # hospital B names its patient columns differently; everything else follows the defaults
+    hospital_b:
+      patients:
+        source_patient_id: ID
+        first_name: F_Name
+        middle_name: M_Name
+        last_name: L_Name
+        source_modified_at: Updated_Date
 """
 
 

@@ -141,6 +141,36 @@ class CodesetsConfig(Strict):
     )
 
 
+class RuleConfig(Strict):
+    """A quality rule: a SQL predicate that must hold for every row of a silver entity.
+
+    NULL counts as holding, so a rule about a nullable column need not repeat
+    ``x IS NULL OR …``; required columns get their own ``… IS NOT NULL`` rule.
+    """
+
+    name: str = Field(pattern=IDENT)
+    table: str = Field(pattern=IDENT, description="Silver entity the rule applies to.")
+    predicate: str
+    severity: Literal["error", "warn"] = "error"
+
+
+class SilverConfig(Strict):
+    mappings: dict[str, dict[str, dict[str, str]]] = Field(
+        default_factory=dict,
+        description="datasource -> entity -> CDM column -> source column (or SQL expression), "
+        "overriding the default mapping of transforms/silver/silver.yml.",
+    )
+    tracked: dict[str, list[str]] = Field(
+        default_factory=dict, description="entity -> SCD2 tracked columns, overriding the defaults."
+    )
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Quality rules added to the defaults."
+    )
+    disable_rules: list[str] = Field(
+        default_factory=list, description="Default rules to switch off, by name."
+    )
+
+
 class RunConfig(Strict):
     workers: int = Field(5, ge=1, le=64, description="Tables ingested in parallel.")
     retries: int = Field(3, ge=1, le=20, description="Attempts on transient errors.")
@@ -162,6 +192,7 @@ class ProjectConfig(Strict):
     )
     files: dict[str, FileFeedConfig] = Field(default_factory=dict)
     codesets: CodesetsConfig = CodesetsConfig()
+    silver: SilverConfig = SilverConfig()
     run: RunConfig = RunConfig()
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths start from.")
 

@@ -49,7 +49,19 @@ class Engine(ABC):
     """A factory of sessions plus what the engine can do."""
 
     name: str = "engine"
-    supports_lambdas: bool = True
+
+    def list_of_present(self, items: list[str]) -> str:
+        """SQL for the list of the non-NULL values of ``items`` (rule names that failed)."""
+        if not items:
+            return "CAST([] AS VARCHAR[])"
+        return f"list_filter([{', '.join(items)}], lambda x: x IS NOT NULL)"
+
+    def row_hash(self, columns: list[str]) -> str:
+        """A NULL-safe content hash of ``columns`` (NULL and '' differ), portable md5 over text."""
+        if not columns:
+            return "md5('')"
+        parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), '\\N')" for c in columns)
+        return f"md5(concat_ws('|', {parts}))"
 
     @abstractmethod
     def session(self) -> EngineSession: ...

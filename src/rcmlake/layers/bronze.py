@@ -254,6 +254,10 @@ def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord
             done = future.result()
             records.extend(done)
             bar.advance(f"bronze {done[0].datasource}.{done[0].table}" if done else "bronze")
+    if not only or "codesets" in only:
+        from rcmlake.layers.codesets import run_codesets
+
+        records.extend(run_codesets(ctx))
     return records
 
 

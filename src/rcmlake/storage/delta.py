@@ -79,6 +79,7 @@ class Lake:
         description: str | None = None,
         configuration: dict[str, str | None] | None = None,
         schema_mode: str | None = None,
+        predicate: str | None = None,
     ) -> int:
         """Write ``data`` as one commit; returns the new table version."""
         options: dict[str, Any] = {
@@ -90,6 +91,8 @@ class Lake:
             "storage_options": self.storage_options,
             "commit_properties": _props(metadata),
         }
+        if predicate:
+            options["predicate"] = predicate
         try:
             write_deltalake(self.uri(path), data, **options)
         except CommitFailedError as exc:
@@ -135,6 +138,46 @@ class Lake:
                 merger = merger.when_not_matched_insert_all()
             if delete_not_matched:
                 merger = merger.when_not_matched_by_source_delete(delete_not_matched)
+            return dict(merger.execute())
+        except CommitFailedError as exc:
+            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
+        except DeltaError as exc:
+            raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
+
+    def merge_scd2(
+        self,
+        path: str,
+        staged: pa.Table,
+        *,
+        key: str,
+        columns: list[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Apply an SCD2 change set in one commit.
+
+        ``staged`` holds closing rows (``_merge_key`` = key: set ``effective_to``,
+        ``is_current = false`` on the current version) and new versions
+        (``_merge_key`` NULL: never match, so they are inserted).
+        """
+        dt = self.table(path)
+        assert dt is not None
+        try:
+            merger = dt.merge(
+                staged,
+                f"t.{_q(key)} = s._merge_key AND t.is_current",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=_props(metadata),
+            )
+            merger = merger.when_matched_update(
+                {
+                    "effective_to": "s.effective_to",
+                    "is_current": "false",
+                    "_updated_at": "s._updated_at",
+                }
+            ).when_not_matched_insert(
+                {c: f"s.{_q(c)}" for c in columns}, predicate="s._merge_key IS NULL"
+            )
             return dict(merger.execute())
         except CommitFailedError as exc:
             raise CommitConflict(f"concurrent commit on {path}: {exc}") from None

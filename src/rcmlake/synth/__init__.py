@@ -111,9 +111,11 @@ def synthesize(
         months = [spec.months + updates] if update else range(1, spec.months + 1)
         for month in months:
             claims = claims_for_month(tl, spec, month)
+            corrected: list[str] = []
             if update and updates == 1:
                 claims = pa.concat_tables([claims, _corrections(tl, spec, plan)])
-            text, malformed = defects.apply_claims(claims, plan)
+                corrected = plan.corrected("claim_negative_amount", updates)
+            text, malformed = defects.apply_claims(claims, plan, corrected)
             path = out / "landing" / "claims" / claims_file_name(index, spec, month)
             writers.write_csv(text, path, truncate_ids=malformed)
             result.files.append(path)

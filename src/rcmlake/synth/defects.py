@@ -195,10 +195,16 @@ def apply_emr(
     return out
 
 
-def apply_claims(claims: pa.Table, plan_: DefectPlan) -> tuple[pa.Table, list[str]]:
-    """Inject claim-file defects; returns the table as strings and ids of rows to truncate."""
+def apply_claims(
+    claims: pa.Table, plan_: DefectPlan, corrected: list[str] | None = None
+) -> tuple[pa.Table, list[str]]:
+    """Inject claim-file defects; returns the table as strings and ids of rows to truncate.
+
+    ``corrected`` claims are clean re-sends: they carry no defect.
+    """
     c = claims.cast(pa.schema([pa.field(f.name, pa.string()) for f in claims.schema]))
-    neg = _mask(c, "ClaimID", plan_.ids("claim_negative_amount"))
+    fixed = set(corrected or [])
+    neg = _mask(c, "ClaimID", [i for i in plan_.ids("claim_negative_amount") if i not in fixed])
     c = _set(c, "ClaimAmount", neg, pc.binary_join_element_wise("-", c["ClaimAmount"], ""))
     early = _mask(claims, "ClaimID", plan_.ids("claim_before_service"))
     before = pc.subtract(claims["ServiceDate"], pa.scalar(3 * 86_400_000, pa.duration("ms"))).cast(

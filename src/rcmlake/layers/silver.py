@@ -1,0 +1,327 @@
+"""Silver: every hospital's bronze rows in one Common Data Model, checked and historised.
+
+For each model of ``transforms/silver/silver.yml``, in order:
+
+1. **stage**: bronze batches this entity has not processed yet, from every
+   datasource that has the table, renamed to CDM columns by the config mapping;
+2. **model**: the entity's SQL file (typing, trimming, vocabularies, surrogate keys);
+3. **dedupe**: one row per key and modified time; rows that share both but differ in
+   content fail ``unique_key``;
+4. **quality**: each rule's predicate evaluated into ``dq_failures`` / ``dq_warnings``;
+5. **commit** by history: ``full`` replaces a datasource's rows, ``upsert`` merges by key
+   when content changed, ``scd2`` closes current versions and opens new ones;
+6. the processed batch ids are recorded in ``_state/silver_batches``.
+
+Each entity is one Delta commit (or none), and re-processing a batch changes
+nothing, so a run killed anywhere can simply run again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from rcmlake import faults
+from rcmlake.engines.base import EngineSession
+from rcmlake.errors import RcmlakeError
+from rcmlake.layers.context import RunContext, new_id
+from rcmlake.layers.lake_types import UTC_TS, to_lake
+from rcmlake.storage.audit import LoadRecord
+from rcmlake.transforms import CODESETS, Model, column_expr, mapping, models, rules, tracked
+
+STATE_PATH = "_state/silver_batches"
+UNIQUE_KEY = "unique_key"
+LINEAGE = ("datasource", "_batch_id", "_ingested_at", "_row_hash", "source_modified_at")
+
+
+def silver_path(entity: str) -> str:
+    return f"silver/{entity}"
+
+
+def inputs(ctx: RunContext, m: Model) -> list[tuple[str, str]]:
+    """(datasource, bronze path) of every bronze table that feeds model ``m``."""
+    found = []
+    for ds, source in ctx.config.sources.items():
+        found += [
+            (ds, f"bronze/{ds}/{t.target_name}") for t in source.tables if t.entity_name == m.source
+        ]
+    for name, feed in ctx.config.files.items():
+        if (feed.target or name) == m.source:
+            found += [(ds, f"bronze/{ds}/{m.source}") for ds in feed.patterns]
+    if m.source in ("icd_codes", "npi_registry"):
+        found.append((CODESETS, f"bronze/{CODESETS}/{m.source}"))
+    return found
+
+
+def processed(ctx: RunContext) -> pa.Table:
+    return ctx.lake.read(STATE_PATH) or pa.table(
+        {
+            "entity": pa.array([], pa.string()),
+            "datasource": pa.array([], pa.string()),
+            "batch_id": pa.array([], pa.string()),
+            "run_id": pa.array([], pa.string()),
+            "processed_at": pa.array([], UTC_TS),
+        }
+    )
+
+
+def register_silver(s: EngineSession, ctx: RunContext) -> None:
+    """Current silver tables as ``silver.<entity>`` for rules that look up other entities."""
+    s.execute("CREATE SCHEMA IF NOT EXISTS silver")
+    for m in models("silver"):
+        data = ctx.lake.dataset(silver_path(m.name))
+        name = f"silver_{m.name}"
+        if data is not None:
+            s.register(name, data)
+            s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
+        else:
+            cols = {m.key: "VARCHAR"} if m.key else {"x": "VARCHAR"}
+            s.execute(
+                f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT "
+                + ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in cols.items())
+                + " WHERE false"
+            )
+
+
+def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[tuple[str, str]]:
+    """Create temp table ``stage`` from unprocessed bronze batches; returns (datasource, batch_id) staged."""
+    parts, staged = [], []
+    s.register("seen", seen)
+    for ds, path in inputs(ctx, m):
+        data = ctx.lake.dataset(path)
+        if data is None:
+            continue
+        rel = f"bronze_{ds}_{m.source}"
+        s.register(rel, data)
+        fresh = s.sql(
+            f"SELECT DISTINCT _batch_id FROM {rel} WHERE _batch_id NOT IN "
+            f"(SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
+        )
+        batches = fresh.column(0).to_pylist()
+        if not batches:
+            continue
+        staged += [(ds, b) for b in batches]
+        cols = data.schema.names
+        select = ", ".join(
+            f"{column_expr(v, cols, f'{ds}.{m.source}')} AS {k}"
+            for k, v in mapping(ctx.config, ds, m.name).items()
+        )
+        parts.append(
+            f"SELECT '{ds}' AS datasource, {select}, _batch_id, _ingested_at FROM {rel} "
+            f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
+        )
+    if parts:
+        s.execute("CREATE OR REPLACE TEMP TABLE stage0 AS " + " UNION ALL BY NAME ".join(parts))
+        cdm = [c for c in s.sql("SELECT * FROM stage0 LIMIT 0").column_names if c not in LINEAGE]
+        s.execute(
+            f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
+        )
+    return staged
+
+
+def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
+    """``modeled`` → ``checked``: dedupe per key and time, flag conflicts, evaluate the rules."""
+    key = m.key
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE ranked AS
+        SELECT *,
+               count(DISTINCT _row_hash) OVER (PARTITION BY {key}, source_modified_at) > 1 AS _conflict,
+               row_number() OVER (PARTITION BY {key}, source_modified_at ORDER BY _row_hash) AS _rn
+        FROM modeled""")
+    errors = [r for r in rules(ctx.config, m.name) if r.severity == "error"]
+    warns = [r for r in rules(ctx.config, m.name) if r.severity == "warn"]
+
+    def failures(rs: list) -> list[str]:  # type: ignore[type-arg]
+        return [f"CASE WHEN NOT coalesce(({r.predicate}), true) THEN '{r.name}' END" for r in rs]
+
+    conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE checked AS
+        SELECT * EXCLUDE (_rn, _conflict, _failures),
+               _failures AS dq_failures,
+               {ctx.engine.list_of_present(failures(warns))} AS dq_warnings,
+               len(_failures) > 0 AS is_quarantined
+        FROM (SELECT *, {ctx.engine.list_of_present([*failures(errors), conflict])} AS _failures
+              FROM ranked WHERE _rn = 1)""")
+
+
+def run_silver(ctx: RunContext) -> list[LoadRecord]:
+    records = []
+    all_models = models("silver")
+    with ctx.console.progress("silver", len(all_models)) as bar:
+        for m in all_models:
+            records.append(build(ctx, m))
+            bar.advance(f"silver {m.name}")
+    return records
+
+
+def build(ctx: RunContext, m: Model) -> LoadRecord:
+    rec = LoadRecord(
+        run_id=ctx.run_id,
+        batch_id=new_id("batch"),
+        layer="silver",
+        datasource="*",
+        table=m.name,
+        load_type=m.history,
+    )
+    try:
+        with ctx.engine.session() as s:
+            staged = stage(s, ctx, m, processed(ctx))
+            if not staged:
+                ctx.audit.record(rec.finish("no_change"))
+                return rec
+            register_silver(s, ctx)
+            s.execute(f"CREATE OR REPLACE TEMP TABLE modeled AS {m.sql}")
+            rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
+            check(s, ctx, m)
+            now = datetime.now(UTC)
+            writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
+            rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
+        faults.point("silver.after_commit")
+        _mark_processed(ctx, m, staged, now)
+        ctx.audit.record(rec.finish("success"))
+    except RcmlakeError as exc:
+        ctx.audit.record(rec.finish("failed", str(exc)))
+    return rec
+
+
+def _mark_processed(ctx: RunContext, m: Model, staged: list[tuple[str, str]], at: datetime) -> None:
+    ctx.lake.write(
+        STATE_PATH,
+        pa.table(
+            {
+                "entity": [m.name] * len(staged),
+                "datasource": [d for d, _ in staged],
+                "batch_id": [b for _, b in staged],
+                "run_id": [ctx.run_id] * len(staged),
+                "processed_at": pa.array([at] * len(staged), UTC_TS),
+            }
+        ),
+        mode="append",
+    )
+
+
+def _meta(ctx: RunContext, rec: LoadRecord) -> dict[str, object]:
+    return {"run_id": ctx.run_id, "batch_id": rec.batch_id, "layer": "silver"}
+
+
+def _counts(table: pa.Table) -> tuple[int, int]:
+    import pyarrow.compute as pc
+
+    return table.num_rows, int(pc.sum(table["is_quarantined"]).as_py() or 0)
+
+
+def _write_full(
+    s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
+) -> tuple[int, int]:
+    """Replace the rows of the datasources that delivered a new batch, in one commit."""
+    rows = to_lake(s.sql("SELECT *, ? AS _updated_at FROM checked", [now]))
+    sources = sorted(set(rows["datasource"].to_pylist()))
+    predicate = "datasource IN (" + ", ".join(f"'{d}'" for d in sources) + ")"
+    exists = ctx.lake.exists(silver_path(m.name))
+    ctx.lake.write(
+        silver_path(m.name),
+        rows,
+        mode="overwrite",
+        metadata=_meta(ctx, rec),
+        schema_mode=None if exists else "overwrite",
+        **({"predicate": predicate} if exists else {}),
+    )
+    return _counts(rows)
+
+
+def _write_upsert(
+    s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
+) -> tuple[int, int]:
+    """Latest version per key; merge where content changed and the source is not older."""
+    rows = to_lake(
+        s.sql(
+            f"""
+        SELECT *, ? AS _updated_at FROM checked
+        QUALIFY row_number() OVER (PARTITION BY {m.key} ORDER BY source_modified_at DESC NULLS LAST, _row_hash) = 1
+    """,
+            [now],
+        )
+    )
+    ctx.lake.merge(
+        silver_path(m.name),
+        rows,
+        on=[m.key],
+        metadata=_meta(ctx, rec),
+        update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
+        "s.source_modified_at >= t.source_modified_at)",
+    )
+    return _counts(rows)
+
+
+def _write_scd2(
+    s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
+) -> tuple[int, int]:
+    """Close current versions whose tracked columns changed and open new ones, in one MERGE."""
+    key = m.key
+    th = ctx.engine.row_hash(tracked(ctx.config, m.name))
+    current = ctx.lake.dataset(silver_path(m.name))
+    if current is not None:
+        s.register("current_all", current)
+        s.execute(
+            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT {key}, effective_from, {th} AS _th "
+            f"FROM current_all WHERE is_current"
+        )
+    else:
+        s.execute(
+            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
+            "CAST(NULL AS TIMESTAMP) AS effective_from, CAST(NULL AS VARCHAR) AS _th WHERE false"
+        )
+    # incoming versions newer than the current one, minus consecutive repeats of the same tracked values
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE versions AS
+        WITH incoming AS (
+            SELECT c.*, {th} AS _th, false AS _existing FROM checked c
+            LEFT JOIN cur USING ({key})
+            WHERE cur.effective_from IS NULL OR c.source_modified_at > cur.effective_from
+        ), chain AS (
+            SELECT {key}, _th, effective_from AS source_modified_at, true AS _existing FROM cur
+            WHERE {key} IN (SELECT {key} FROM incoming)
+            UNION ALL BY NAME SELECT * FROM incoming
+        ), steps AS (
+            SELECT *, lag(_th) OVER (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC) AS _prev
+            FROM chain
+        )
+        SELECT * EXCLUDE (_prev) FROM steps WHERE _prev IS NULL OR _prev <> _th""")
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE chained AS
+        SELECT *, lead(source_modified_at) OVER (PARTITION BY {key} ORDER BY source_modified_at) AS _next
+        FROM versions""")
+    new_rows = s.sql(
+        f"""
+        SELECT * EXCLUDE (_th, _existing, _next),
+               source_modified_at AS effective_from, _next AS effective_to, _next IS NULL AS is_current,
+               ? AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
+        FROM chained WHERE NOT _existing ORDER BY {key}, source_modified_at""",
+        [now],
+    )
+    if new_rows.num_rows == 0:
+        return 0, 0
+    closing = s.sql(
+        f"""
+        SELECT {key} AS _merge_key, _next AS effective_to, ? AS _updated_at
+        FROM chained WHERE _existing AND _next IS NOT NULL""",
+        [now],
+    )
+    new_rows = to_lake(new_rows)
+    path = silver_path(m.name)
+    if current is None:
+        ctx.lake.write(
+            path, new_rows.drop_columns(["_merge_key"]), mode="append", metadata=_meta(ctx, rec)
+        )
+        return _counts(new_rows)
+    staged = pa.concat_tables([new_rows, to_lake(closing)], promote_options="permissive")
+    ctx.lake.merge_scd2(
+        path,
+        staged,
+        key=key,
+        columns=[c for c in new_rows.column_names if c != "_merge_key"],
+        metadata=_meta(ctx, rec),
+    )
+    return _counts(new_rows)

@@ -1,0 +1,129 @@
+"""SQL transforms as package data, and the YAML sidecars that describe them.
+
+``silver/silver.yml`` and ``gold/gold.yml`` list the models in run order
+with grain, key, history, column descriptions and tests; the ``.sql`` files
+stay pure SQL over named relations. The runner, not the SQL, decides what
+runs and where the rows go.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from rcmlake.config.models import ProjectConfig, RuleConfig
+from rcmlake.errors import ConfigError, SchemaDriftError
+
+CODESETS = "codesets"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One transform: its SQL, where it reads, how it writes and what it checks."""
+
+    name: str
+    layer: str
+    sql: str
+    spec: dict[str, Any] = field(hash=False)
+
+    @property
+    def key(self) -> str:
+        return str(self.spec.get("key", ""))
+
+    @property
+    def history(self) -> str:
+        return str(self.spec.get("history", "full"))
+
+    @property
+    def source(self) -> str:
+        return str(self.spec.get("source", self.name))
+
+    def describe(self) -> dict[str, str]:
+        return dict(self.spec.get("descriptions", {}))
+
+
+@cache
+def _sidecar(layer: str) -> dict[str, Any]:
+    folder = resources.files("rcmlake.transforms").joinpath(layer)
+    return yaml.safe_load(folder.joinpath(f"{layer}.yml").read_text(encoding="utf-8"))
+
+
+def models(layer: str) -> list[Model]:
+    """The models of a layer in run order."""
+    folder = resources.files("rcmlake.transforms").joinpath(layer)
+    out = []
+    for name, spec in _sidecar(layer)["models"].items():
+        sql_file = folder.joinpath(spec.get("sql", f"{name}.sql"))
+        out.append(Model(name, layer, sql_file.read_text(encoding="utf-8"), spec))
+    return out
+
+
+def model(layer: str, name: str) -> Model:
+    found = {m.name: m for m in models(layer)}
+    if name not in found:
+        raise ConfigError(f"unknown {layer} model {name!r}; known: {', '.join(found)}")
+    return found[name]
+
+
+def mapping(config: ProjectConfig, datasource: str, entity: str) -> dict[str, str]:
+    """CDM column -> source column/expression for one datasource: defaults, then config overrides."""
+    base = dict(model("silver", entity).spec.get("columns", {}))
+    override = config.silver.mappings.get(datasource, {}).get(entity, {})
+    unknown = set(override) - set(base)
+    if unknown:
+        raise ConfigError(
+            f"unknown CDM column(s) {sorted(unknown)} for {entity}; known: {', '.join(base)}",
+            field=f"silver.mappings.{datasource}.{entity}",
+        )
+    return {**base, **override}
+
+
+def tracked(config: ProjectConfig, entity: str) -> list[str]:
+    return list(
+        config.silver.tracked.get(entity) or model("silver", entity).spec.get("tracked", [])
+    )
+
+
+def rules(config: ProjectConfig, entity: str) -> list[RuleConfig]:
+    """Default rules of the entity (from silver.yml) plus config rules, minus disabled ones."""
+    defaults = [
+        RuleConfig(table=entity, **t)
+        for m in models("silver")
+        if m.name == entity
+        for t in m.spec.get("tests", [])
+    ]
+    known = {r.name for m in models("silver") for r in _rules_of(m)}
+    unknown = set(config.silver.disable_rules) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown rule {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}",
+            field="silver.disable_rules",
+        )
+    added = [r for r in config.silver.rules if r.table == entity]
+    return [r for r in [*defaults, *added] if r.name not in config.silver.disable_rules]
+
+
+def _rules_of(m: Model) -> list[RuleConfig]:
+    return [RuleConfig(table=m.name, **t) for t in m.spec.get("tests", [])]
+
+
+def column_expr(value: str, columns: list[str], where: str) -> str:
+    """A mapping value is a bronze column when it names one, otherwise a SQL expression.
+
+    A bare name that is not a column is a mistake (or schema drift), never a silent NULL;
+    map a column to ``NULL`` explicitly when a source does not have it.
+    """
+    if value in columns:
+        return '"' + value.replace('"', '""') + '"'
+    if value.upper() == "NULL":
+        return "NULL"
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ ]*", value):
+        raise SchemaDriftError(
+            f"{where}: mapped column {value!r} is not in bronze; columns: {', '.join(columns)}"
+        )
+    return value

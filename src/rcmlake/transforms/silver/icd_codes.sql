@@ -1,0 +1,10 @@
+-- ICD-10-CM codes: upper-cased, descriptions trimmed.
+SELECT
+    datasource,
+    upper(trim(icd_code)) AS icd_code,
+    coalesce(code_type, 'ICD-10-CM') AS code_type,
+    trim(description) AS description,
+    CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    _batch_id,
+    _row_hash
+FROM stage
