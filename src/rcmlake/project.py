@@ -94,6 +94,9 @@ class Project:
         unknown = [layer for layer in layers if layer not in LAYERS]
         if unknown:
             raise ConfigError(f"unknown layer {unknown[0]!r}; known: {', '.join(LAYERS)}")
+        from rcmlake.transforms import validate
+
+        validate(self.config)
         ctx = self.context()
         result = RunResult(ctx.run_id)
         with lake_lock(self.lake.root, local=self.lake.is_local):

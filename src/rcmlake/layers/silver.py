@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from rcmlake import faults
+from rcmlake.config.models import RuleConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext, new_id
@@ -132,7 +133,7 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
     errors = [r for r in rules(ctx.config, m.name) if r.severity == "error"]
     warns = [r for r in rules(ctx.config, m.name) if r.severity == "warn"]
 
-    def failures(rs: list) -> list[str]:  # type: ignore[type-arg]
+    def failures(rs: list[RuleConfig]) -> list[str]:
         return [f"CASE WHEN NOT coalesce(({r.predicate}), true) THEN '{r.name}' END" for r in rs]
 
     conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
@@ -226,7 +227,7 @@ def _write_full(
         mode="overwrite",
         metadata=_meta(ctx, rec),
         schema_mode=None if exists else "overwrite",
-        **({"predicate": predicate} if exists else {}),
+        predicate=predicate if exists else None,
     )
     return _counts(rows)
 

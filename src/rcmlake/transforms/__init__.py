@@ -127,3 +127,40 @@ def column_expr(value: str, columns: list[str], where: str) -> str:
             f"{where}: mapped column {value!r} is not in bronze; columns: {', '.join(columns)}"
         )
     return value
+
+
+def validate(config: ProjectConfig) -> None:
+    """Check the silver part of the config (mappings, tracked columns, rules) before any work."""
+    entities = {m.name: m for m in models("silver")}
+    for ds, per_entity in config.silver.mappings.items():
+        for entity in per_entity:
+            if entity not in entities:
+                raise ConfigError(
+                    f"unknown entity {entity!r}; known: {', '.join(entities)}",
+                    field=f"silver.mappings.{ds}",
+                )
+            mapping(config, ds, entity)
+    for entity, columns in config.silver.tracked.items():
+        if entity not in entities or entities[entity].history != "scd2":
+            scd2 = [n for n, m in entities.items() if m.history == "scd2"]
+            raise ConfigError(
+                f"{entity!r} is not an SCD2 entity; SCD2 entities: {', '.join(scd2)}",
+                field="silver.tracked",
+            )
+        known = set(entities[entity].spec.get("columns", {})) | {
+            f"{c}" for c in entities[entity].spec.get("tracked", [])
+        }
+        unknown = set(columns) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown column(s) {sorted(unknown)}; known: {', '.join(sorted(known))}",
+                field=f"silver.tracked.{entity}",
+            )
+    for rule in config.silver.rules:
+        if rule.table not in entities:
+            raise ConfigError(
+                f"rule {rule.name!r}: unknown table {rule.table!r}; known: {', '.join(entities)}",
+                field="silver.rules",
+            )
+    for entity in entities:
+        rules(config, entity)

@@ -58,8 +58,9 @@ class ApiClient:
         self.name = name
         self.limiter = RateLimiter(per_second)
         self.attempts, self.backoff = attempts, backoff
+        # no httpx base_url: it appends a slash, and ".../v3/search/" is not the NLM endpoint
+        self.url = base_url
         self.client = httpx.Client(
-            base_url=base_url,
             timeout=timeout,
             headers={"User-Agent": "rcmlake (+https://github.com/rcmlake)"},
         )
@@ -84,7 +85,7 @@ class ApiClient:
         self.limiter.wait()
         self.requests += 1
         try:
-            response = self.client.get(path, params=params)
+            response = self.client.get(self.url + path, params=params)
         except httpx.TransportError as exc:
             raise SourceUnavailable(f"{self.name}: {type(exc).__name__} reaching the API") from None
         if response.status_code in RETRYABLE:

@@ -51,18 +51,26 @@ def search(api: ApiClient, terms: str, page_size: int = 500) -> list[tuple[str, 
             return found
 
 
+NOT_FOUND = "NOT_FOUND"
+
+
 def lookup(api: ApiClient, codes: Iterable[str], page_size: int = 500) -> pa.Table:
-    """Descriptions of exactly these codes; codes the API does not know are left out."""
-    out: dict[str, str] = {}
-    for code in sorted(set(codes)):
+    """Descriptions of exactly these codes.
+
+    A code the API does not know comes back with ``code_type = NOT_FOUND`` so the
+    caller remembers it and does not ask again on every run.
+    """
+    out: dict[str, tuple[str | None, str]] = {}
+    for code in sorted({c.upper() for c in codes}):
+        out[code] = (None, NOT_FOUND)
         for found, name in search(api, code, page_size):
-            if found.upper() == code.upper():
-                out[found.upper()] = name
+            if found.upper() == code:
+                out[code] = (name, "ICD-10-CM")
     return pa.table(
         {
             "code": list(out),
-            "description": list(out.values()),
-            "code_type": ["ICD-10-CM"] * len(out),
+            "description": [v[0] for v in out.values()],
+            "code_type": [v[1] for v in out.values()],
         },
         schema=SCHEMA,
     )

@@ -58,12 +58,24 @@ def _flatten(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NOT_FOUND = "NOT_FOUND"
+
+
 def lookup(api: ApiClient, numbers: Iterable[str]) -> pa.Table:
-    """Registry records of these NPIs; unknown or invalid numbers are left out."""
-    rows = []
-    for number in sorted({n for n in numbers if luhn_valid(n)}):
-        answer = api.get_json(params={"version": "2.1", "number": number})
-        rows.extend(_flatten(r) for r in answer.get("results") or [])
+    """Registry records of these NPIs.
+
+    A number the registry does not know (or that fails the check digit) comes
+    back as a ``status = NOT_FOUND`` row, so the caller can remember it and not
+    ask again on every run.
+    """
+    rows: list[dict[str, Any]] = []
+    for number in sorted(set(numbers)):
+        results = []
+        if luhn_valid(number):
+            results = api.get_json(params={"version": "2.1", "number": number}).get("results") or []
+        rows.extend(_flatten(r) for r in results)
+        if not results:
+            rows.append({"npi": number, "status": NOT_FOUND})
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 

@@ -8,3 +8,4 @@ SELECT
     _batch_id,
     _row_hash
 FROM stage
+WHERE code_type IS DISTINCT FROM 'NOT_FOUND'  -- remembered misses of the API, not codes

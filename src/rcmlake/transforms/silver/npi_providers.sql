@@ -15,3 +15,4 @@ SELECT
     _batch_id,
     _row_hash
 FROM stage
+WHERE status IS DISTINCT FROM 'NOT_FOUND'  -- remembered misses of the registry

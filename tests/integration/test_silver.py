@@ -1,0 +1,347 @@
+"""Silver: CDM across hospitals, quarantine equal to the generator's manifest, SCD2, idempotence."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from rcmlake.demo import demo_config
+from rcmlake.errors import ConfigError
+from rcmlake.layers.silver import silver_path
+from rcmlake.project import Project
+from rcmlake.synth import synthesize
+from tests.conftest import make_project
+
+ENTITIES = ("patients", "encounters", "transactions", "claims")
+DEMO_B = yaml.safe_load(demo_config())["silver"]["mappings"]["hospital_b"]["patients"]
+
+
+def silver(project: Project, entity: str):  # type: ignore[no-untyped-def]
+    return project.lake.read(silver_path(entity))
+
+
+def quarantine_counts(project: Project) -> dict:
+    """datasource -> entity -> rule -> quarantined rows (current versions only)."""
+    out: dict = {}
+    con = duckdb.connect()
+    for entity in ENTITIES:
+        con.register("t", project.lake.dataset(silver_path(entity)))
+        current = "is_current" if entity == "patients" else "true"
+        for ds, rule, n in con.execute(
+            f"SELECT datasource, r, count(*) FROM (SELECT datasource, unnest(dq_failures) r FROM t "
+            f"WHERE is_quarantined AND {current}) GROUP BY ALL"
+        ).fetchall():
+            out.setdefault(ds, {}).setdefault(entity, {})[rule] = n
+    return out
+
+
+def expected(manifest: dict) -> dict:
+    return {
+        ds: {
+            e: {r: n for r, n in rules.items() if n}
+            for e, rules in ents.items()
+            if any(rules.values())
+        }
+        for ds, ents in manifest["expected_quarantine"].items()
+    }
+
+
+def manifest(workdir: Path) -> dict:
+    return json.loads((workdir / "synth_manifest.json").read_text())
+
+
+@pytest.fixture
+def built(workdir: Path) -> Project:
+    project = make_project(workdir)
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    return project
+
+
+def test_quarantine_counts_equal_the_manifest_exactly(built: Project, workdir: Path) -> None:
+    assert quarantine_counts(built) == expected(manifest(workdir))
+    # and the quarantined rows are exactly the injected ones
+    tx = silver(built, "transactions")
+    bad = tx.filter(pc.and_(tx["is_quarantined"], pc.equal(tx["datasource"], "hospital_a")))
+    defects = manifest(workdir)["defects"]["hospital_a"]
+    injected = {i for k, ids in defects.items() if k.startswith("transaction_") for i in ids}
+    assert set(bad["source_transaction_id"].to_pylist()) == injected
+
+
+def test_keys_never_collide_between_hospitals(built: Project) -> None:
+    p = silver(built, "patients")
+    a = set(pc.filter(p["source_patient_id"], pc.equal(p["datasource"], "hospital_a")).to_pylist())
+    b = set(pc.filter(p["source_patient_id"], pc.equal(p["datasource"], "hospital_b")).to_pylist())
+    shared = (a & b) - {None}
+    assert len(shared) > 100  # both hospitals number patients HOSP1-000001…
+    keys = p["patient_key"].to_pylist()
+    assert "HOSP1-000001-hospital_a" in keys and "HOSP1-000001-hospital_b" in keys
+    enc = silver(built, "encounters")
+    assert all(
+        k.endswith("-" + ds)
+        for k, ds in zip(enc["patient_key"].to_pylist(), enc["datasource"].to_pylist(), strict=True)
+    )
+
+
+def test_cdm_types_and_vocabularies(built: Project) -> None:
+    tx = silver(built, "transactions")
+    types = {f.name: str(f.type) for f in tx.schema}
+    assert types["amount"] == types["paid_amount"] == "decimal128(18, 2)"
+    assert (
+        types["service_date"] == "date32[day]"
+        and types["source_modified_at"] == "timestamp[us, tz=UTC]"
+    )
+    assert set(tx["payer_type"].to_pylist()) == {"medicare", "medicaid", "commercial", "self_pay"}
+    assert all(len(c) == 5 for c in tx["procedure_code"].to_pylist())
+    p = silver(built, "patients")
+    assert set(p["gender"].to_pylist()) <= {"male", "female", "unknown"}
+    assert "NULL" not in p["middle_name"].to_pylist() and None in p["middle_name"].to_pylist()
+    c = silver(built, "claims")
+    well_formed = c.filter(pc.is_null(c["malformed_line"]))
+    assert set(well_formed["payer_type"].to_pylist()) == {
+        "medicare",
+        "medicaid",
+        "commercial",
+        "self_pay",
+    }
+    assert set(c.filter(pc.is_valid(c["malformed_line"]))["payer_type"].to_pylist()) == {"other"}
+    assert str(c.schema.field("claim_amount").type) == "decimal128(18, 2)"
+    prov = silver(built, "providers")
+    assert all(len(n) == 10 for n in prov["npi"].to_pylist())
+
+
+def test_rerun_with_nothing_new_changes_nothing(built: Project) -> None:
+    before = {
+        e: built.lake.table(silver_path(e)).version()
+        for e in (*ENTITIES, "providers", "departments")
+    }
+    result = built.run(["bronze", "silver"])
+    assert {r.status for r in result.records if r.layer == "silver"} == {"no_change"}
+    after = {e: built.lake.table(silver_path(e)).version() for e in before}
+    assert after == before
+
+
+def test_scd2_history_across_an_update(built: Project, workdir: Path) -> None:
+    con = sqlite3.connect(workdir / "sources" / "hospital_a.db")
+    before = dict(
+        con.execute(
+            "SELECT PatientID, Address || '|' || PhoneNumber || '|' || ModifiedDate FROM patients WHERE PatientID IS NOT NULL"
+        ).fetchall()
+    )
+    con.close()
+    synthesize(workdir, update=True)
+    con = sqlite3.connect(workdir / "sources" / "hospital_a.db")
+    after = dict(
+        con.execute(
+            "SELECT PatientID, Address || '|' || PhoneNumber || '|' || ModifiedDate FROM patients WHERE PatientID IS NOT NULL"
+        ).fetchall()
+    )
+    con.close()
+    moved = {pid for pid in before if pid in after and after[pid] != before[pid]}
+    new = set(after) - set(before)
+    assert moved and new
+    built.run(["bronze", "silver"])
+    p = silver(built, "patients").filter(
+        pc.equal(silver(built, "patients")["datasource"], "hospital_a")
+    )
+    rows = {}
+    for r in p.to_pylist():
+        rows.setdefault(r["source_patient_id"], []).append(r)
+    for pid in moved:
+        versions = sorted(rows[pid], key=lambda r: r["effective_from"])
+        assert len(versions) == 2, pid
+        old, cur = versions
+        address, phone, modified = after[pid].split("|")
+        assert (cur["address"], cur["phone"], cur["is_current"], cur["effective_to"]) == (
+            address,
+            phone,
+            True,
+            None,
+        )
+        assert str(cur["effective_from"].date()) == modified
+        assert old["is_current"] is False and old["effective_to"] == cur["effective_from"]
+        assert old["address"] == before[pid].split("|")[0]
+    for pid in set(after) - moved - new:
+        assert len(rows[pid]) == 1 and rows[pid][0]["is_current"], pid
+    for pid in new:
+        assert len(rows[pid]) == 1
+    assert quarantine_counts(built) == expected(manifest(workdir))
+
+
+def test_corrected_rows_leave_quarantine(built: Project, workdir: Path) -> None:
+    upd = synthesize(workdir, update=True).manifest
+    fixed_tx = upd["corrected"]["hospital_a"]["transaction_negative_amount"]
+    fixed_claims = upd["corrected"]["hospital_a"]["claim_negative_amount"]
+    tx = silver(built, "transactions").filter(
+        pc.equal(silver(built, "transactions")["datasource"], "hospital_a")
+    )
+    assert all(
+        tx.filter(pc.is_in(tx["source_transaction_id"], pc.cast(fixed_tx, "string")))[
+            "is_quarantined"
+        ].to_pylist()
+    )
+    built.run(["bronze", "silver"])
+    tx = silver(built, "transactions").filter(
+        pc.equal(silver(built, "transactions")["datasource"], "hospital_a")
+    )
+    now = tx.filter(pc.is_in(tx["source_transaction_id"], pc.cast(fixed_tx, "string")))
+    assert now.num_rows == len(fixed_tx) and not any(now["is_quarantined"].to_pylist())
+    assert all(a > 0 for a in now["amount"].to_pylist())
+    claims = silver(built, "claims").filter(
+        pc.equal(silver(built, "claims")["datasource"], "hospital_a")
+    )
+    now = claims.filter(pc.is_in(claims["source_claim_id"], pc.cast(fixed_claims, "string")))
+    assert now.num_rows == len(fixed_claims) and not any(now["is_quarantined"].to_pylist())
+    # the quarantined state remains in Delta history
+    old = built.lake.table(silver_path("transactions"), version=0).to_pyarrow_table()
+    was = old.filter(
+        pc.and_(
+            pc.equal(old["datasource"], "hospital_a"),
+            pc.is_in(old["source_transaction_id"], pc.cast(fixed_tx, "string")),
+        )
+    )
+    assert all(was["is_quarantined"].to_pylist())
+    assert quarantine_counts(built) == expected(manifest(workdir))
+
+
+def test_third_hospital_by_config_alone(workdir: Path) -> None:
+    """Hospital C names every column differently; only rcmlake.yaml changes."""
+    src = workdir / "sources" / "hospital_a.db"
+    dst = workdir / "sources" / "hospital_c.db"
+    dst.write_bytes(src.read_bytes())
+    renames = {
+        "patients": {
+            "PatientID": "mrn",
+            "FirstName": "given_name",
+            "LastName": "family_name",
+            "MiddleName": "middle",
+            "PhoneNumber": "phone_no",
+            "DOB": "birth_date",
+            "Address": "street",
+            "ModifiedDate": "changed_on",
+        },
+        "encounters": {"EncounterID": "visit_no", "PatientID": "mrn", "EncounterDate": "visit_on"},
+        "transactions": {
+            "TransactionID": "line_no",
+            "Amount": "charge",
+            "PaidAmount": "paid",
+            "ModifiedDate": "changed_on",
+        },
+    }
+    con = sqlite3.connect(dst)
+    for table, cols in renames.items():
+        for old, new in cols.items():
+            con.execute(f'ALTER TABLE {table} RENAME COLUMN "{old}" TO "{new}"')
+    con.commit()
+    con.close()
+    make_project(workdir)
+    raw = yaml.safe_load((workdir / "rcmlake.yaml").read_text())
+    raw["sources"]["hospital_c"] = {
+        "type": "sqlite",
+        "url": "sqlite:///sources/hospital_c.db",
+        "tables": [
+            {"name": "departments", "load_type": "full"},
+            {"name": "providers", "load_type": "full"},
+            {"name": "patients", "load_type": "incremental", "watermark": "changed_on"},
+            {"name": "encounters", "load_type": "incremental", "watermark": "ModifiedDate"},
+            {"name": "transactions", "load_type": "incremental", "watermark": "changed_on"},
+        ],
+    }
+    raw["silver"]["mappings"]["hospital_c"] = {
+        "patients": {
+            "source_patient_id": "mrn",
+            "first_name": "given_name",
+            "last_name": "family_name",
+            "middle_name": "middle",
+            "phone": "phone_no",
+            "date_of_birth": "birth_date",
+            "address": "street",
+            "source_modified_at": "changed_on",
+        },
+        "encounters": {
+            "source_encounter_id": "visit_no",
+            "source_patient_id": "mrn",
+            "encounter_date": "visit_on",
+        },
+        "transactions": {
+            "source_transaction_id": "line_no",
+            "amount": "charge",
+            "paid_amount": "paid",
+            "source_modified_at": "changed_on",
+        },
+    }
+    (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
+    project = Project.load(workdir / "rcmlake.yaml")
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    for entity in ("patients", "encounters", "transactions"):
+        data = silver(project, entity)
+        a = data.filter(pc.equal(data["datasource"], "hospital_a"))
+        c = data.filter(pc.equal(data["datasource"], "hospital_c"))
+        assert c.num_rows == a.num_rows > 0, entity
+        key = {
+            "patients": "patient_key",
+            "encounters": "encounter_key",
+            "transactions": "transaction_key",
+        }[entity]
+        assert all(k.endswith("-hospital_c") for k in c[key].to_pylist())
+        assert pc.sum(c["is_quarantined"]).as_py() == pc.sum(a["is_quarantined"]).as_py()
+    tx = silver(project, "transactions")
+    a_amounts = sorted(
+        x for x in tx.filter(pc.equal(tx["datasource"], "hospital_a"))["amount"].to_pylist()
+    )
+    c_amounts = sorted(
+        x for x in tx.filter(pc.equal(tx["datasource"], "hospital_c"))["amount"].to_pylist()
+    )
+    assert a_amounts == c_amounts
+
+
+def test_mapping_mistakes_are_clear(workdir: Path) -> None:
+    project = make_project(
+        workdir, silver={"mappings": {"hospital_b": {"patients": {"patient_name": "F_Name"}}}}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown CDM column\(s\) \['patient_name'\] for patients; known: source_patient_id",
+    ):
+        project.run(["bronze", "silver"])
+    b = {**DEMO_B, "first_name": "Vorname"}
+    project = make_project(workdir, silver={"mappings": {"hospital_b": {"patients": b}}})
+    result = project.run(["bronze", "silver"])
+    failed = {r.table: r.error for r in result.failed}
+    assert "mapped column 'Vorname' is not in bronze" in failed["patients"]
+    assert result.exit_code == 1
+
+
+def test_rules_are_config(workdir: Path) -> None:
+    project = make_project(
+        workdir,
+        silver={
+            "mappings": {"hospital_b": {"patients": DEMO_B}},
+            "rules": [
+                {
+                    "name": "big_charge",
+                    "table": "transactions",
+                    "predicate": "amount < 20000",
+                    "severity": "warn",
+                }
+            ],
+            "disable_rules": ["icd_code_known"],
+        },
+    )
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    tx = silver(project, "transactions")
+    warned = tx.filter(pc.greater(pc.list_value_length(tx["dq_warnings"]), 0))
+    assert warned.num_rows > 0 and all(
+        w == ["big_charge"] for w in warned["dq_warnings"].to_pylist()
+    )
+    assert all(a >= 20000 for a in warned["amount"].to_pylist())
+    assert "icd_code_known" not in {r for rs in tx["dq_failures"].to_pylist() for r in rs}
+    with pytest.raises(ConfigError, match="unknown rule 'icd_known'; known: .*icd_code_known"):
+        make_project(workdir, silver={"disable_rules": ["icd_known"]}).run(["silver"])
