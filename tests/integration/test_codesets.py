@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pyarrow.compute as pc
@@ -31,9 +32,9 @@ ICD.update(
 class Fake(BaseHTTPRequestHandler):
     """Answers like clinicaltables.nlm.nih.gov (ICD-10-CM) and npiregistry.cms.hhs.gov (v2.1)."""
 
-    calls: Counter[str] = Counter()
-    fail_first: set[str] = set()
-    npis: dict[str, dict] = {}
+    calls: ClassVar[Counter[str]] = Counter()
+    fail_first: ClassVar[set[str]] = set()
+    npis: ClassVar[dict[str, dict]] = {}
 
     def log_message(self, *args: object) -> None:
         pass

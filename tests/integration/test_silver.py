@@ -343,5 +343,5 @@ def test_rules_are_config(workdir: Path) -> None:
     )
     assert all(a >= 20000 for a in warned["amount"].to_pylist())
     assert "icd_code_known" not in {r for rs in tx["dq_failures"].to_pylist() for r in rs}
-    with pytest.raises(ConfigError, match="unknown rule 'icd_known'; known: .*icd_code_known"):
+    with pytest.raises(ConfigError, match=r"unknown rule 'icd_known'; known: .*icd_code_known"):
         make_project(workdir, silver={"disable_rules": ["icd_known"]}).run(["silver"])

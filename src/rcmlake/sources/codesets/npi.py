@@ -70,7 +70,7 @@ def lookup(api: ApiClient, numbers: Iterable[str]) -> pa.Table:
     """
     rows: list[dict[str, Any]] = []
     for number in sorted(set(numbers)):
-        results = []
+        results: list[dict[str, Any]] = []
         if luhn_valid(number):
             results = api.get_json(params={"version": "2.1", "number": number}).get("results") or []
         rows.extend(_flatten(r) for r in results)
