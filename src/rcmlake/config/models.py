@@ -9,6 +9,7 @@ lives in a model that might be printed.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -171,6 +172,16 @@ class SilverConfig(Strict):
     )
 
 
+class GoldConfig(Strict):
+    as_of: date | None = Field(
+        None, description="A/R as-of date; default: the last month end the data reaches."
+    )
+    aging_basis: Literal["service_date", "claim_date"] = Field(
+        "service_date", description="Age of A/R measured from the service date or the claim date."
+    )
+    fiscal_year_start_month: int = Field(1, ge=1, le=12)
+
+
 class RunConfig(Strict):
     workers: int = Field(5, ge=1, le=64, description="Tables ingested in parallel.")
     retries: int = Field(3, ge=1, le=20, description="Attempts on transient errors.")
@@ -193,6 +204,7 @@ class ProjectConfig(Strict):
     files: dict[str, FileFeedConfig] = Field(default_factory=dict)
     codesets: CodesetsConfig = CodesetsConfig()
     silver: SilverConfig = SilverConfig()
+    gold: GoldConfig = GoldConfig()
     run: RunConfig = RunConfig()
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths start from.")
 

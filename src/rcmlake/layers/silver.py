@@ -77,12 +77,11 @@ def register_silver(s: EngineSession, ctx: RunContext) -> None:
             s.register(name, data)
             s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
         else:
-            cols = {m.key: "VARCHAR"} if m.key else {"x": "VARCHAR"}
-            s.execute(
-                f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT "
-                + ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in cols.items())
-                + " WHERE false"
-            )
+            # an entity with no data yet (e.g. NPI enrichment switched off) reads as empty
+            cols = dict.fromkeys([m.key, *m.spec.get("columns", {})], "VARCHAR")
+            cols.update(is_quarantined="BOOLEAN", is_current="BOOLEAN")
+            select = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in cols.items())
+            s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT {select} WHERE false")
 
 
 def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[tuple[str, str]]:
