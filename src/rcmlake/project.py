@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from rcmlake.config import load_config
 from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console, QuietConsole
@@ -133,6 +135,80 @@ class Project:
             }
             for r in rows
         ]
+
+    def sql(self, query: str) -> pa.Table:
+        """Run DuckDB SQL over every silver and gold table, registered as views by their names."""
+        from rcmlake.serve.catalog import register_lake
+
+        with self.engine.session() as s:
+            register_lake(s, self.lake)
+            return s.sql(query)
+
+    def tables(self) -> list[str]:
+        from rcmlake.serve.catalog import lake_tables
+
+        return list(lake_tables(self.lake))
+
+    def quality(self, examples: int = 3) -> list[dict[str, Any]]:
+        """Quarantined rows per silver table, datasource and rule, with example keys."""
+        from rcmlake.serve.catalog import lake_tables, register_lake
+        from rcmlake.serve.quality import quality_report
+
+        entities = [q.split(".")[1] for q in lake_tables(self.lake) if q.startswith("silver.")]
+        with self.engine.session() as s:
+            register_lake(s, self.lake)
+            return quality_report(s, entities, examples)
+
+    def report(self, out: Path | None = None) -> Path:
+        """Write the self-contained HTML dashboard (default: ``<config dir>/rcmlake-report.html``)."""
+        from rcmlake.errors import StorageError
+        from rcmlake.serve.catalog import lake_tables, register_lake
+        from rcmlake.serve.report import report_data, write_report
+
+        tables = lake_tables(self.lake)
+        if "gold.mart_kpi_monthly" not in tables:
+            raise StorageError("no gold tables yet; run `rcmlake run` first")
+        entities = [q.split(".")[1] for q in tables if q.startswith("silver.")]
+        with self.engine.session() as s:
+            register_lake(s, self.lake)
+            data = report_data(s, entities)
+        return write_report(
+            data,
+            out or self.config.path("rcmlake-report.html"),
+            f"{self.config.name} — revenue cycle",
+        )
+
+    def headline(self, months: int = 6) -> list[dict[str, Any]]:
+        """Headline KPIs per hospital: rates over the trailing ``months`` (cohorts need time to
+        be paid), A/R at the latest month end; re-aggregated from the mart's components."""
+        table = self.sql(f"""
+            WITH recent AS (
+                SELECT * FROM mart_kpi_monthly
+                QUALIFY month > max(month) OVER (PARTITION BY datasource) - INTERVAL {int(months)} MONTH
+            )
+            SELECT datasource AS hospital,
+                   strftime(min(month), '%Y-%m') || '..' || strftime(max(month), '%Y-%m') AS months,
+                   round(100 * sum(payments) / nullif(sum(gross_charges), 0), 1) AS "gross coll %",
+                   round(100 * sum(payments) / nullif(sum(gross_charges - contractual_adjustments), 0), 1)
+                       AS "net coll %",
+                   round(100.0 * sum(claims_denied) / nullif(sum(claims_adjudicated), 0), 1) AS "denial %",
+                   round(100.0 * sum(claims_clean) / nullif(sum(claims_adjudicated + claims_rejected), 0), 1)
+                       AS "clean claim %",
+                   round(arg_max(days_in_ar, month), 1) AS "days in A/R",
+                   round(100 * arg_max(ar_over_90_share, month), 1) AS "A/R>90 %"
+            FROM recent GROUP BY datasource ORDER BY datasource""")
+        return table.to_pylist()
+
+    def export_duckdb(self, out: Path, *, copy: bool = False) -> list[str]:
+        from rcmlake.serve.export import to_duckdb
+
+        return to_duckdb(self.lake, out, copy=copy)
+
+    def export_postgres(self, url: str, *, schema: str = "rcmlake_gold") -> dict[str, int]:
+        from rcmlake.config.secrets import resolve_env
+        from rcmlake.serve.export import to_postgres
+
+        return to_postgres(self.lake, resolve_env(url, field="--postgres"), schema=schema)
 
     def rollback(self, table: str, version: int) -> int:
         """Restore a lake table (e.g. ``silver/patients``) to an earlier Delta version."""

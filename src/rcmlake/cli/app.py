@@ -55,6 +55,13 @@ def project(config: Path | None):  # type: ignore[no-untyped-def]
 
 
 def finish(title: str, result, started: float) -> None:  # type: ignore[no-untyped-def]
+    """Print the run's summary table and exit with its code."""
+    summarize(title, result, started)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def summarize(title: str, result, started: float) -> None:  # type: ignore[no-untyped-def]
     out = console()
     out.table(title, result.summary())
     failed = len(result.failed)

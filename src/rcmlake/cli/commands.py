@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rcmlake.cli.app import ConfigOpt, app, console, finish, project
+from rcmlake.cli.app import ConfigOpt, app, console, finish, project, summarize
 
 
 @app.command()
@@ -115,4 +115,96 @@ def demo(
     console().info("synthetic sources " + ("written" if fresh else "already there, reused"))
     proj = Project.load(here / "rcmlake.yaml", console=console())
     result = proj.run()
-    finish("demo", result, started)
+    summarize("demo", result, started)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+    console().table("headline KPIs (latest month)", proj.headline())
+    console().info(
+        'next: rcmlake status | rcmlake quality | rcmlake sql "SELECT * FROM mart_kpi_monthly"'
+    )
+    console().info(f"dashboard: {proj.report()}")
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str | None, typer.Argument(help="SQL to run; omit for an interactive shell.")
+    ] = None,
+    config: ConfigOpt = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of the terminal.")
+    ] = None,
+) -> None:
+    """Query silver and gold with DuckDB SQL; tables are views named as in the docs (fact_claim, patients …)."""
+    from rcmlake.serve.output import render_table, shell
+
+    proj = project(config)
+    if query is None:
+        shell(proj, console())
+        return
+    render_table(proj.sql(query), format, output, console())
+
+
+@app.command()
+def quality(
+    config: ConfigOpt = None,
+    examples: Annotated[int, typer.Option(help="Example keys per rule.")] = 3,
+) -> None:
+    """Show quarantined rows per table, datasource and rule, with example keys."""
+    rows = project(config).quality(examples)
+    console().table("quarantine", rows)
+    errors = sum(r["rows"] for r in rows if r["severity"] == "error")
+    console().info(f"{errors:,} quarantined rows (kept in silver, never in gold)")
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="HTML file [default: rcmlake-report.html beside the config]."
+        ),
+    ] = None,
+) -> None:
+    """Write the self-contained HTML dashboard (opens offline, no server)."""
+    path = project(config).report(output)
+    console().info(f"dashboard: {path}")
+
+
+@app.command()
+def export(
+    config: ConfigOpt = None,
+    duckdb_file: Annotated[
+        Path | None,
+        typer.Option("--duckdb", help="Write a DuckDB database with views over the lake."),
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="With --duckdb: copy the data instead of views.")
+    ] = False,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres", help="Publish gold into this PostgreSQL URL (`${ENV}` allowed)."
+        ),
+    ] = None,
+    schema_name: Annotated[
+        str, typer.Option("--schema", help="PostgreSQL schema for gold.")
+    ] = "rcmlake_gold",
+) -> None:
+    """Export the lake for BI tools: a DuckDB file, or gold tables in PostgreSQL."""
+    if not duckdb_file and not postgres:
+        raise typer.BadParameter("give --duckdb FILE and/or --postgres URL")
+    proj = project(config)
+    if duckdb_file:
+        names = proj.export_duckdb(duckdb_file, copy=copy)
+        console().info(f"{duckdb_file}: {len(names)} tables ({'copied' if copy else 'views'})")
+    if postgres:
+        counts = proj.export_postgres(postgres, schema=schema_name)
+        console().table(
+            f"published to PostgreSQL schema {schema_name}",
+            [{"table": k, "rows": v} for k, v in counts.items()],
+        )

@@ -1,0 +1,138 @@
+"""Exports for tools that cannot read Delta: a DuckDB file, or gold published into PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from rcmlake.errors import SourceUnavailable, StorageError
+from rcmlake.serve.catalog import lake_tables
+from rcmlake.storage.delta import Lake
+
+
+def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
+    """A DuckDB database with one view (or, with ``copy``, one table) per lake table.
+
+    Views read the Parquet files of each table's *current* Delta version; run the
+    export again after a pipeline run (``rcmlake run`` does not rewrite it).
+    """
+    if not lake.is_local and not copy:
+        raise StorageError("views over an object-store lake need credentials in DuckDB; use --copy")
+    out.unlink(missing_ok=True)
+    con = duckdb.connect(str(out))
+    names = []
+    try:
+        for qualified, path in lake_tables(lake).items():
+            layer, name = qualified.split(".")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+            dt = lake.table(path)
+            assert dt is not None
+            if copy:
+                con.register("src", dt.to_pyarrow_dataset())
+                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
+                con.unregister("src")
+            else:
+                files = ", ".join(f"'{f}'" for f in dt.file_uris())
+                parts = dt.metadata().partition_columns
+                schema = dt.schema().to_arrow()
+                types = {
+                    f.name: _duck_type(pa.field(f.name, f.type).type)
+                    for f in schema
+                    if f.name in parts
+                }
+                hive = f", hive_partitioning = true, hive_types = {types}" if parts else ""
+                cols = ", ".join(f'"{f.name}"' for f in schema)
+                con.execute(
+                    f"CREATE VIEW {qualified} AS SELECT {cols} FROM read_parquet([{files}]{hive})"
+                )
+            con.execute(f"CREATE VIEW main.{name} AS SELECT * FROM {qualified}")
+            names.append(qualified)
+    finally:
+        con.close()
+    return names
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_integer(t):
+        return "BIGINT"
+    return "VARCHAR"
+
+
+def _sql_type(t: pa.DataType) -> sa.types.TypeEngine:  # type: ignore[type-arg]
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return sa.Text()
+    if pa.types.is_date(t):
+        return sa.Date()
+    if pa.types.is_timestamp(t):
+        return sa.DateTime(timezone=True)
+    if pa.types.is_decimal(t):
+        return sa.Numeric(t.precision, t.scale)
+    if pa.types.is_integer(t):
+        return sa.BigInteger()
+    if pa.types.is_floating(t):
+        return sa.Float()
+    if pa.types.is_boolean(t):
+        return sa.Boolean()
+    return sa.Text()
+
+
+def _flatten_lists(table: pa.Table) -> pa.Table:
+    """PostgreSQL gets list columns (dq_failures) as comma-separated text."""
+    import pyarrow.compute as pc
+
+    for i, f in enumerate(table.schema):
+        if pa.types.is_list(f.type):
+            table = table.set_column(i, f.name, pc.binary_join(table[f.name], ","))
+    return table
+
+
+def to_postgres(lake: Lake, url: str, *, schema: str = "rcmlake_gold") -> dict[str, int]:
+    """Publish every gold table into ``schema``; each table is swapped in atomically."""
+    u = make_url(url)
+    u = u.set(drivername="postgresql+psycopg") if u.drivername in ("postgresql", "postgres") else u
+    engine = sa.create_engine(u)
+    counts = {}
+    try:
+        with engine.begin() as con:
+            con.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        for qualified, path in lake_tables(lake).items():
+            layer, name = qualified.split(".")
+            if layer != "gold":
+                continue
+            table = _flatten_lists(lake.read(path))  # type: ignore[arg-type]
+            counts[name] = _publish(engine, schema, name, table)
+    except sa.exc.OperationalError as exc:
+        raise SourceUnavailable(f"cannot reach PostgreSQL ({type(exc.orig).__name__})") from None
+    finally:
+        engine.dispose()
+    return counts
+
+
+def _publish(engine: sa.Engine, schema: str, name: str, table: pa.Table) -> int:
+    staging = f"{name}__rcmlake_new"
+    meta = sa.MetaData(schema=schema)
+    sa.Table(staging, meta, *(sa.Column(f.name, _sql_type(f.type)) for f in table.schema))
+    meta.drop_all(engine)
+    meta.create_all(engine)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    cols = ", ".join(f'"{c}"' for c in table.column_names)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        with cur.copy(f'COPY "{schema}"."{staging}" ({cols}) FROM STDIN WITH (FORMAT csv)') as copy:  # type: ignore[attr-defined]
+            copy.write(buf.getvalue())
+        cur.execute(f'DROP TABLE IF EXISTS "{schema}"."{name}"')
+        cur.execute(f'ALTER TABLE "{schema}"."{staging}" RENAME TO "{name}"')
+        raw.commit()
+    finally:
+        raw.close()
+    return table.num_rows
