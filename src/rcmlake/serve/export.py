@@ -40,7 +40,7 @@ def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
             else:
                 files = ", ".join(f"'{f}'" for f in dt.file_uris())
                 parts = dt.metadata().partition_columns
-                schema = dt.schema().to_arrow()
+                schema = pa.schema(dt.schema().to_arrow())
                 types = {
                     f.name: _duck_type(pa.field(f.name, f.type).type)
                     for f in schema
@@ -66,7 +66,7 @@ def _duck_type(t: pa.DataType) -> str:
     return "VARCHAR"
 
 
-def _sql_type(t: pa.DataType) -> sa.types.TypeEngine:  # type: ignore[type-arg]
+def _sql_type(t: pa.DataType) -> sa.types.TypeEngine:
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return sa.Text()
     if pa.types.is_date(t):
@@ -107,7 +107,7 @@ def to_postgres(lake: Lake, url: str, *, schema: str = "rcmlake_gold") -> dict[s
             layer, name = qualified.split(".")
             if layer != "gold":
                 continue
-            table = _flatten_lists(lake.read(path))  # type: ignore[arg-type]
+            table = _flatten_lists(lake.read(path))
             counts[name] = _publish(engine, schema, name, table)
     except sa.exc.OperationalError as exc:
         raise SourceUnavailable(f"cannot reach PostgreSQL ({type(exc.orig).__name__})") from None
@@ -128,7 +128,7 @@ def _publish(engine: sa.Engine, schema: str, name: str, table: pa.Table) -> int:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        with cur.copy(f'COPY "{schema}"."{staging}" ({cols}) FROM STDIN WITH (FORMAT csv)') as copy:  # type: ignore[attr-defined]
+        with cur.copy(f'COPY "{schema}"."{staging}" ({cols}) FROM STDIN WITH (FORMAT csv)') as copy:
             copy.write(buf.getvalue())
         cur.execute(f'DROP TABLE IF EXISTS "{schema}"."{name}"')
         cur.execute(f'ALTER TABLE "{schema}"."{staging}" RENAME TO "{name}"')

@@ -41,7 +41,7 @@ def _plain(value: Any) -> Any:
 
 
 def report_data(s: EngineSession, entities: list[str]) -> dict[str, Any]:
-    data = {
+    data: dict[str, Any] = {
         name: [{k: _plain(v) for k, v in row.items()} for row in s.sql(sql).to_pylist()]
         for name, sql in QUERIES.items()
     }
