@@ -61,7 +61,7 @@ SELECT
     CAST(a.ar_total AS DOUBLE) / nullif(CAST(tr.charges_90d AS DOUBLE) / 90, 0) AS days_in_ar,
     coalesce(s.claims_submitted, 0) AS claims_submitted,
     CAST(s.claims_denied AS DOUBLE) / nullif(s.claims_adjudicated, 0) AS denial_rate,
-    CAST(s.denied_amount AS DOUBLE) / nullif(CAST(s.adjudicated_amount AS DOUBLE), 0) AS denial_rate_amount,
+    CAST(coalesce(s.denied_amount, 0) AS DOUBLE) / nullif(CAST(s.adjudicated_amount AS DOUBLE), 0) AS denial_rate_amount,
     CAST(s.claims_rejected AS DOUBLE) / nullif(s.claims_submitted, 0) AS rejection_rate,
     -- first-pass outcome known: claims still pending are not yet clean or unclean
     CAST(s.claims_clean AS DOUBLE) / nullif(s.claims_adjudicated + s.claims_rejected, 0) AS clean_claim_rate,
