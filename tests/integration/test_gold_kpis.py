@@ -16,6 +16,7 @@ import pytest
 
 from rcmlake.config import parse_config
 from rcmlake.project import Project
+from rcmlake.sources.files import LAYOUTS
 from rcmlake.synth import _write_cpt
 
 AS_OF = date(2025, 3, 31)
@@ -139,30 +140,7 @@ def build(tmp: Path) -> Project:
     con.execute(
         "CREATE TABLE transactions (TransactionID TEXT, EncounterID TEXT, PatientID TEXT, ProviderID TEXT, DeptID TEXT, VisitDate DATE, ServiceDate DATE, PaidDate DATE, VisitType TEXT, Amount REAL, AmountType TEXT, PaidAmount REAL, ClaimID TEXT, PayorID TEXT, ProcedureCode INTEGER, ICDCode TEXT, LineOfBusiness TEXT, MedicaidID TEXT, MedicareID TEXT, InsertDate DATE, ModifiedDate DATE)"
     )
-    lines = [
-        ",".join(
-            [
-                "ClaimID",
-                "TransactionID",
-                "PatientID",
-                "EncounterID",
-                "ProviderID",
-                "DeptID",
-                "ServiceDate",
-                "ClaimDate",
-                "PayorID",
-                "ClaimAmount",
-                "PaidAmount",
-                "ClaimStatus",
-                "PayorType",
-                "Deductible",
-                "Coinsurance",
-                "Copay",
-                "InsertDate",
-                "ModifiedDate",
-            ]
-        )
-    ]
+    lines = [",".join(LAYOUTS["claims"].columns)]
     for i, svc, amt, payer, lob, cdate, status, paid, pdate, ded, coins, copay in ROWS:
         con.execute(
             "INSERT INTO encounters VALUES (?, 'HOSP1-000001', ?, 'Outpatient', 'H1-PROV0001', 'DEPT001', 99213, ?, ?)",

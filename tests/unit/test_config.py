@@ -166,3 +166,15 @@ def test_json_schema_describes_the_config() -> None:
     assert schema["title"] == "rcmlake.yaml"
     assert {"lake", "sources", "files", "run"} <= set(schema["properties"])
     assert "base_dir" not in schema["properties"]
+
+
+def test_the_examples_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("rcmlake.yaml", "hospital-group.yaml"):
+        config = load_config(root / name)
+        assert config.sources
+    group = load_config(root / "hospital-group.yaml")
+    assert (
+        len(group.sources["hospital_a"].tables) == 5 and group.sources["hospital_b"].type == "mssql"
+    )
+    assert group.lake_uri == "s3://rcm-lake/prod"

@@ -21,10 +21,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, TableConfig
 from rcmlake.errors import FileRejected, RcmlakeError, is_transient
-from rcmlake.layers.context import RunContext, new_id, with_lineage
+from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
-from rcmlake.storage.audit import LoadRecord, now
+from rcmlake.storage.audit import LoadRecord
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -61,9 +61,7 @@ def load_table(
 ) -> LoadRecord:
     """Land one source table in bronze; one Delta commit or none."""
     path = bronze_path(source.name, table.target_name)
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="bronze",
         datasource=source.name,
         table=table.target_name,
@@ -181,9 +179,7 @@ def _load_file(
         if file.is_relative_to(ctx.config.landing_dir)
         else Path(file.name)
     )
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="bronze",
         datasource=datasource,
         table=feed.target or name,
@@ -290,9 +286,7 @@ def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRe
     try:
         return retrying(ctx)(load_feed, ctx, name, feed)
     except RcmlakeError as exc:
-        rec = LoadRecord(
-            run_id=ctx.run_id,
-            batch_id=new_id("batch"),
+        rec = ctx.record(
             layer="bronze",
             datasource=",".join(feed.patterns),
             table=feed.target or name,
@@ -303,14 +297,11 @@ def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRe
 
 
 def _failed(ctx: RunContext, datasource: str, table: TableConfig, exc: Exception) -> LoadRecord:
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="bronze",
         datasource=datasource,
         table=table.target_name,
         load_type=table.load_type,
         watermark_column=table.watermark,
-        started_at=now(),
     )
     return rec.finish("failed", str(exc))

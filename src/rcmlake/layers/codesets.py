@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.bronze import TS, _commit_meta, retrying
-from rcmlake.layers.context import RunContext, new_id
+from rcmlake.layers.context import RunContext
 from rcmlake.sources.codesets import icd, npi
 from rcmlake.sources.codesets.http import ApiClient
 from rcmlake.storage.audit import LoadRecord
@@ -63,9 +63,7 @@ def _append(
 
 def load_icd(ctx: RunContext) -> LoadRecord:
     cfg = ctx.config.codesets.icd
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="bronze",
         datasource=CODESETS,
         table="icd_codes",
@@ -91,9 +89,7 @@ def load_icd(ctx: RunContext) -> LoadRecord:
 
 def load_npi(ctx: RunContext) -> LoadRecord:
     cfg = ctx.config.codesets.npi
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="bronze",
         datasource=CODESETS,
         table="npi_registry",
@@ -118,9 +114,7 @@ def run_codesets(ctx: RunContext) -> list[LoadRecord]:
         try:
             rec = retrying(ctx)(loader, ctx)
         except RcmlakeError as exc:
-            rec = LoadRecord(
-                run_id=ctx.run_id,
-                batch_id=new_id("batch"),
+            rec = ctx.record(
                 layer="bronze",
                 datasource=CODESETS,
                 table=loader.__name__.removeprefix("load_"),

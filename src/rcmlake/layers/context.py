@@ -6,13 +6,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
 from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console
 from rcmlake.engines.base import Engine
-from rcmlake.storage.audit import AuditLog
+from rcmlake.storage.audit import AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
 
 
@@ -28,6 +29,20 @@ class RunContext:
     engine: Engine
     console: Console
     run_id: str = field(default_factory=lambda: new_id("run"))
+
+    def record(
+        self, layer: str, datasource: str, table: str, load_type: str, **extra: Any
+    ) -> LoadRecord:
+        """A new audit record for one step of this run, with its own batch id."""
+        return LoadRecord(
+            run_id=self.run_id,
+            batch_id=new_id("batch"),
+            layer=layer,
+            datasource=datasource,
+            table=table,
+            load_type=load_type,
+            **extra,
+        )
 
 
 def with_lineage(

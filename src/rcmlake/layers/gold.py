@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from rcmlake import faults
 from rcmlake.errors import RcmlakeError
-from rcmlake.layers.context import RunContext, new_id
+from rcmlake.layers.context import RunContext
 from rcmlake.layers.lake_types import to_lake
 from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage.audit import LoadRecord
@@ -67,16 +67,13 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
     all_models = models("gold")
     fp = fingerprint(ctx)
     records: list[LoadRecord] = []
+
+    def start(m: Model) -> LoadRecord:
+        return ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
+
     if fp == _last_fingerprint(ctx):
         for m in all_models:
-            rec = LoadRecord(
-                run_id=ctx.run_id,
-                batch_id=new_id("batch"),
-                layer="gold",
-                datasource="*",
-                table=m.name,
-                load_type="rebuild",
-            )
+            rec = start(m)
             records.append(rec.finish("no_change"))
         ctx.audit.record(*records)
         return records
@@ -98,14 +95,7 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
         s.execute("CREATE SCHEMA IF NOT EXISTS gold")
         failed = False
         for m in all_models:
-            rec = LoadRecord(
-                run_id=ctx.run_id,
-                batch_id=new_id("batch"),
-                layer="gold",
-                datasource="*",
-                table=m.name,
-                load_type="rebuild",
-            )
+            rec = start(m)
             if failed:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
                 continue

@@ -26,7 +26,7 @@ from rcmlake import faults
 from rcmlake.config.models import RuleConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import RcmlakeError
-from rcmlake.layers.context import RunContext, new_id
+from rcmlake.layers.context import RunContext
 from rcmlake.layers.lake_types import UTC_TS, to_lake
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.transforms import CODESETS, Model, column_expr, mapping, models, rules, tracked
@@ -157,9 +157,7 @@ def run_silver(ctx: RunContext) -> list[LoadRecord]:
 
 
 def build(ctx: RunContext, m: Model) -> LoadRecord:
-    rec = LoadRecord(
-        run_id=ctx.run_id,
-        batch_id=new_id("batch"),
+    rec = ctx.record(
         layer="silver",
         datasource="*",
         table=m.name,

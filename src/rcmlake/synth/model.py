@@ -359,28 +359,6 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     }
 
 
-CLAIM_COLUMNS = [
-    "ClaimID",
-    "TransactionID",
-    "PatientID",
-    "EncounterID",
-    "ProviderID",
-    "DeptID",
-    "ServiceDate",
-    "ClaimDate",
-    "PayorID",
-    "ClaimAmount",
-    "PaidAmount",
-    "ClaimStatus",
-    "PayorType",
-    "Deductible",
-    "Coinsurance",
-    "Copay",
-    "InsertDate",
-    "ModifiedDate",
-]
-
-
 def claims_for_month(tl: Timeline, spec: SynthSpec, month: int) -> pa.Table:
     """The insurer file of ``month``: claims submitted in it, and earlier ones whose status changed."""
     end, prev = _d(spec.month_end(month)), _d(spec.month_end(month - 1))
