@@ -217,7 +217,10 @@ def apply_claims(
         _mask(c, "ClaimID", plan_.ids("claim_non_numeric_amount")),
         pa.scalar("N/A"),
     )
-    malformed = [i for i in plan_.ids("claim_malformed_row") if i in set(c["ClaimID"].to_pylist())]
+    present = pc.is_in(
+        pa.array(plan_.ids("claim_malformed_row"), pa.string()), c["ClaimID"].combine_chunks()
+    )
+    malformed = pa.array(plan_.ids("claim_malformed_row"), pa.string()).filter(present).to_pylist()
     return c, malformed
 
 

@@ -11,7 +11,7 @@ than was billed. Everything is vectorised with NumPy; nothing loops per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -73,6 +73,16 @@ class Timeline:
     providers: pa.Table
     patients: dict[str, np.ndarray]
     encounters: dict[str, np.ndarray]
+    _ids: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def ids(self, prefix: str) -> np.ndarray:
+        """``ENC000001``-style ids of every encounter-line over the horizon, built once."""
+        if prefix not in self._ids:
+            n = len(self.encounters["date"])
+            self._ids[prefix] = np.char.add(
+                prefix, np.char.zfill(np.arange(1, n + 1).astype(str), 6)
+            )
+        return self._ids[prefix]
 
 
 def build(spec: SynthSpec, index: int) -> Timeline:
@@ -296,7 +306,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     )
     ek = e["date"] <= cut
     ids = np.arange(1, len(ek) + 1)[ek]
-    enc_ids = np.char.add("ENC", np.char.zfill(ids.astype(str), 6))
+    enc_ids = tl.ids("ENC")[ek]
     patient_ids = p["id"][e["patient"][ek]]
     prov = tl.providers
     prov_ids = np.array(prov["ProviderID"].to_pylist())[e["provider"][ek]]
@@ -327,7 +337,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     lob = np.array([x[2] for x in payers])[payer]
     transactions = pa.table(
         {
-            "TransactionID": np.char.add("TRANS", np.char.zfill(ids.astype(str), 6)),
+            "TransactionID": tl.ids("TRANS")[ek],
             "EncounterID": enc_ids,
             "PatientID": patient_ids,
             "ProviderID": prov_ids,
@@ -339,7 +349,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
             "Amount": e["amount"][ek],
             "AmountType": np.array([x[3] for x in payers])[payer],
             "PaidAmount": paid_amount,
-            "ClaimID": np.char.add("CLAIM", np.char.zfill(ids.astype(str), 6)),
+            "ClaimID": tl.ids("CLAIM")[ek],
             "PayorID": np.array([x[0] for x in payers])[payer],
             "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
             "ICDCode": e["icd"][ek],
@@ -365,7 +375,6 @@ def claims_for_month(tl: Timeline, spec: SynthSpec, month: int) -> pa.Table:
     e = tl.encounters
     now, before = claim_status(tl, end), claim_status(tl, prev)
     rows = np.nonzero((now != "") & (now != before))[0]
-    ids = (rows + 1).astype(str)
     payers = catalog.PAYERS
     payer = e["payer"][rows]
     status = now[rows]
@@ -375,10 +384,10 @@ def claims_for_month(tl: Timeline, spec: SynthSpec, month: int) -> pa.Table:
     adjudicated = np.isin(status, ("Paid", "Approved", "Denied"))
     return pa.table(
         {
-            "ClaimID": np.char.add("CLAIM", np.char.zfill(ids, 6)),
-            "TransactionID": np.char.add("TRANS", np.char.zfill(ids, 6)),
+            "ClaimID": tl.ids("CLAIM")[rows],
+            "TransactionID": tl.ids("TRANS")[rows],
             "PatientID": tl.patients["id"][e["patient"][rows]],
-            "EncounterID": np.char.add("ENC", np.char.zfill(ids, 6)),
+            "EncounterID": tl.ids("ENC")[rows],
             "ProviderID": prov,
             "DeptID": dept,
             "ServiceDate": _dates(e["date"][rows]),

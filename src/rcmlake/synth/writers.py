@@ -117,6 +117,14 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
 
 def _bulk_insert(engine: sa.Engine, table: sa.Table, data: pa.Table) -> None:
     backend = engine.dialect.name
+    if backend == "sqlite":
+        # ADBC ingests Arrow in C: ~1M rows/s, no Python row objects
+        import adbc_driver_sqlite.dbapi as adbc
+
+        with adbc.connect(engine.url.database) as con:
+            con.cursor().adbc_ingest(table.name, data, mode="append")
+            con.commit()
+        return
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -130,7 +138,7 @@ def _bulk_insert(engine: sa.Engine, table: sa.Table, data: pa.Table) -> None:
                 copy.write(buf.getvalue())
         else:
             quote = engine.dialect.identifier_preparer.quote
-            mark = "?" if backend == "sqlite" else "%s"
+            mark = "%s"
             sql = (
                 f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in data.column_names)}) "
                 f"VALUES ({', '.join([mark] * data.num_columns)})"
