@@ -29,8 +29,12 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--transactions", type=int, default=200_000, help="per hospital (two hospitals)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--transactions", type=int, default=200_000, help="per hospital (two hospitals)"
+    )
     ap.add_argument("--months", type=int, default=6)
     ap.add_argument("--out", type=Path, default=Path("/tmp/rcmlake-bench"))
     ap.add_argument("--keep", action="store_true", help="keep the output folder")
@@ -42,11 +46,19 @@ def main() -> None:
     steps: list[dict[str, object]] = []
 
     def step(name: str, rows: int, seconds: float) -> None:
-        row = {"step": name, "rows": rows, "seconds": round(seconds, 2),
-               "rows_per_s": round(rows / seconds) if seconds else None, "peak_rss_mb": round(peak_rss_mb())}
+        row = {
+            "step": name,
+            "rows": rows,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds) if seconds else None,
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
         steps.append(row)
-        print(f"{name:<16} {rows:>12,} rows {seconds:>8.1f} s {row['rows_per_s'] or 0:>12,} rows/s "
-              f"peak {row['peak_rss_mb']:>6} MB", flush=True)
+        print(
+            f"{name:<16} {rows:>12,} rows {seconds:>8.1f} s {row['rows_per_s'] or 0:>12,} rows/s "
+            f"peak {row['peak_rss_mb']:>6} MB",
+            flush=True,
+        )
 
     t = time.monotonic()
     prepare(args.out, SynthSpec(transactions=args.transactions, months=args.months))

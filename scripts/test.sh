@@ -4,8 +4,8 @@ set -euo pipefail
 source "$(dirname "$0")/_venv.sh" "[dev]"
 cd "$ROOT"
 if [ -f "$ROOT/scripts/test-deps.sh" ]; then bash "$ROOT/scripts/test-deps.sh"; fi
-ruff check src tests benchmarks
-ruff format --check src tests benchmarks
+ruff check src tests benchmarks scripts
+ruff format --check src tests benchmarks scripts
 mypy
 set +e
 pytest -n 2 -q "$@"
