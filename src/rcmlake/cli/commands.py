@@ -118,7 +118,11 @@ def demo(
     summarize("demo", result, started)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
-    console().table("headline KPIs (latest month)", proj.headline())
+    headline = proj.headline()
+    span = headline[0].pop("months") if headline else ""
+    for row in headline[1:]:
+        row.pop("months")
+    console().table(f"headline KPIs {span} (rates over the months, A/R at the last month end)", headline)
     console().info(
         'next: rcmlake status | rcmlake quality | rcmlake sql "SELECT * FROM mart_kpi_monthly"'
     )
