@@ -122,7 +122,9 @@ def demo(
     span = headline[0].pop("months") if headline else ""
     for row in headline[1:]:
         row.pop("months")
-    console().table(f"headline KPIs {span} (rates over the months, A/R at the last month end)", headline)
+    console().table(
+        f"headline KPIs {span} (rates over the months, A/R at the last month end)", headline
+    )
     console().info(
         'next: rcmlake status | rcmlake quality | rcmlake sql "SELECT * FROM mart_kpi_monthly"'
     )

@@ -10,7 +10,9 @@ cache: a code already there is never requested again.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from rcmlake.config.models import HttpCodesetConfig
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.bronze import TS, _commit_meta, retrying
 from rcmlake.layers.context import RunContext
@@ -61,49 +63,38 @@ def _append(
     return rec.finish("success")
 
 
+def _start(ctx: RunContext, table: str, mode: str) -> LoadRecord:
+    return ctx.record(layer="bronze", datasource=CODESETS, table=table, load_type=f"codeset:{mode}")
+
+
+def _client(cfg: HttpCodesetConfig, name: str) -> ApiClient:
+    return ApiClient(
+        cfg.url or "", per_second=cfg.requests_per_second, timeout=cfg.timeout_seconds, name=name
+    )
+
+
 def load_icd(ctx: RunContext) -> LoadRecord:
     cfg = ctx.config.codesets.icd
-    rec = ctx.record(
-        layer="bronze",
-        datasource=CODESETS,
-        table="icd_codes",
-        load_type=f"codeset:{cfg.mode}",
-    )
+    rec = _start(ctx, "icd_codes", cfg.mode)
     if cfg.mode == "off":
         return rec.finish("skipped", "codesets.icd.mode is off")
     held = _held(ctx, ICD_PATH, "code")
     if cfg.mode == "packaged":
         table = icd.packaged()
-        new = [c not in held for c in table["code"].to_pylist()]
-        return _append(ctx, rec, ICD_PATH, table.filter(pa.array(new)))
-    wanted = _used(ctx, "transactions", "icd_code") - held
-    with ApiClient(
-        cfg.url or "",
-        per_second=cfg.requests_per_second,
-        timeout=cfg.timeout_seconds,
-        name="NLM ICD-10-CM",
-    ) as api:
-        table = icd.lookup(api, wanted, cfg.page_size)
+        new = pc.invert(pc.is_in(table["code"], pa.array(sorted(held), pa.string())))
+        return _append(ctx, rec, ICD_PATH, table.filter(new))
+    with _client(cfg, "NLM ICD-10-CM") as api:
+        table = icd.lookup(api, _used(ctx, "transactions", "icd_code") - held, cfg.page_size)
     return _append(ctx, rec, ICD_PATH, table)
 
 
 def load_npi(ctx: RunContext) -> LoadRecord:
     cfg = ctx.config.codesets.npi
-    rec = ctx.record(
-        layer="bronze",
-        datasource=CODESETS,
-        table="npi_registry",
-        load_type=f"codeset:{cfg.mode}",
-    )
+    rec = _start(ctx, "npi_registry", cfg.mode)
     if cfg.mode != "api":
         return rec.finish("skipped", f"codesets.npi.mode is {cfg.mode}")
     wanted = {n.zfill(10) for n in _used(ctx, "providers", "npi")} - _held(ctx, NPI_PATH, "npi")
-    with ApiClient(
-        cfg.url or "",
-        per_second=cfg.requests_per_second,
-        timeout=cfg.timeout_seconds,
-        name="NPPES NPI Registry",
-    ) as api:
+    with _client(cfg, "NPPES NPI Registry") as api:
         table = npi.lookup(api, wanted)
     return _append(ctx, rec, NPI_PATH, table)
 
@@ -114,12 +105,9 @@ def run_codesets(ctx: RunContext) -> list[LoadRecord]:
         try:
             rec = retrying(ctx)(loader, ctx)
         except RcmlakeError as exc:
-            rec = ctx.record(
-                layer="bronze",
-                datasource=CODESETS,
-                table=loader.__name__.removeprefix("load_"),
-                load_type="codeset",
-            ).finish("failed", str(exc))
+            rec = _start(ctx, loader.__name__.removeprefix("load_"), "error").finish(
+                "failed", str(exc)
+            )
         ctx.audit.record(rec)
         out.append(rec)
     return out
