@@ -53,14 +53,15 @@ def _sidecar(layer: str) -> dict[str, Any]:
     return yaml.safe_load(folder.joinpath(f"{layer}.yml").read_text(encoding="utf-8"))
 
 
-def models(layer: str) -> list[Model]:
-    """The models of a layer in run order."""
+@cache
+def models(layer: str) -> tuple[Model, ...]:
+    """The models of a layer in run order (package data: read once per process)."""
     folder = resources.files("rcmlake.transforms").joinpath(layer)
     out = []
     for name, spec in _sidecar(layer)["models"].items():
         sql_file = folder.joinpath(spec.get("sql", f"{name}.sql"))
         out.append(Model(name, layer, sql_file.read_text(encoding="utf-8"), spec))
-    return out
+    return tuple(out)
 
 
 def model(layer: str, name: str) -> Model:
@@ -91,12 +92,7 @@ def tracked(config: ProjectConfig, entity: str) -> list[str]:
 
 def rules(config: ProjectConfig, entity: str) -> list[RuleConfig]:
     """Default rules of the entity (from silver.yml) plus config rules, minus disabled ones."""
-    defaults = [
-        RuleConfig(table=entity, **t)
-        for m in models("silver")
-        if m.name == entity
-        for t in m.spec.get("tests", [])
-    ]
+    defaults = _rules_of(model("silver", entity))
     known = {r.name for m in models("silver") for r in _rules_of(m)}
     unknown = set(config.silver.disable_rules) - known
     if unknown:
@@ -147,9 +143,8 @@ def validate(config: ProjectConfig) -> None:
                 f"{entity!r} is not an SCD2 entity; SCD2 entities: {', '.join(scd2)}",
                 field="silver.tracked",
             )
-        known = set(entities[entity].spec.get("columns", {})) | {
-            f"{c}" for c in entities[entity].spec.get("tracked", [])
-        }
+        spec = entities[entity].spec
+        known = set(spec.get("columns", {})) | set(spec.get("tracked", []))
         unknown = set(columns) - known
         if unknown:
             raise ConfigError(
