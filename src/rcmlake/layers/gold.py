@@ -18,9 +18,9 @@ import pyarrow as pa
 from rcmlake import faults
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
-from rcmlake.layers.lake_types import to_lake
 from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage.audit import LoadRecord
+from rcmlake.storage.lake_types import to_lake
 from rcmlake.transforms import Model, models
 
 

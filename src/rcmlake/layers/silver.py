@@ -27,8 +27,8 @@ from rcmlake.config.models import RuleConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
-from rcmlake.layers.lake_types import UTC_TS, to_lake
 from rcmlake.storage.audit import LoadRecord
+from rcmlake.storage.lake_types import UTC_TS, to_lake
 from rcmlake.transforms import CODESETS, Model, column_expr, mapping, models, rules, tracked
 
 STATE_PATH = "_state/silver_batches"

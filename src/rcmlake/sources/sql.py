@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from rcmlake.config.models import SourceConfig, TableConfig
 from rcmlake.errors import SchemaDriftError, SourceError, SourceUnavailable
+from rcmlake.storage.lake_types import plain_strings
 
 _SA_DRIVERS = {
     "sqlite": "sqlite",
@@ -125,20 +126,4 @@ class SqlSource:
             raise SourceError(
                 f"{self.name}.{table.name}: extraction failed ({type(exc).__name__})"
             ) from None
-        return _normalise(reader)
-
-
-def _normalise(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """Large/view string types from some drivers become plain strings, so bronze schemas stay stable."""
-    fields = []
-    for f in reader.schema:
-        t = f.type
-        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-            t = pa.string()
-        elif pa.types.is_large_binary(t):
-            t = pa.binary()
-        fields.append(pa.field(f.name, t))
-    schema = pa.schema(fields)
-    if schema == reader.schema:
-        return reader
-    return pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in reader))
+        return plain_strings(reader)

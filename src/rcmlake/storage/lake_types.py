@@ -15,12 +15,32 @@ import pyarrow as pa
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 
+def plain(t: pa.DataType) -> pa.DataType:
+    """Large and view strings/binaries as their plain types (drivers differ; the lake does not)."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t):
+        return pa.binary()
+    return t
+
+
+def plain_strings(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with plain string types, batch by batch; everything else as delivered."""
+    schema = pa.schema([pa.field(f.name, plain(f.type)) for f in reader.schema])
+    if schema == reader.schema:
+        return reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for b in reader:
+            yield b.cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 def _field(f: pa.Field) -> pa.Field:
-    t = f.type
+    t = plain(f.type)
     if pa.types.is_timestamp(t):
         t = UTC_TS
-    elif pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        t = pa.string()
     elif pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_list(t):
         t = pa.list_(_field(pa.field("item", t.value_type)).type)
     return pa.field(f.name, t, nullable=True)
@@ -33,15 +53,3 @@ def lake_schema(schema: pa.Schema) -> pa.Schema:
 def to_lake(table: pa.Table) -> pa.Table:
     schema = lake_schema(table.schema)
     return table if table.schema == schema else table.cast(schema)
-
-
-def stream_to_lake(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    schema = lake_schema(reader.schema)
-    if schema == reader.schema:
-        return reader
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for b in reader:
-            yield b.cast(schema)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
