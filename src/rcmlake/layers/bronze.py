@@ -15,7 +15,6 @@ import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow as pa
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rcmlake import faults
@@ -25,8 +24,6 @@ from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
 from rcmlake.storage.audit import LoadRecord
-
-TS = pa.timestamp("us", tz="UTC")
 
 
 def bronze_path(datasource: str, table: str) -> str:
@@ -105,12 +102,9 @@ def load_table(
         if count == 0:
             ctx.audit.record(rec.finish("no_change"))
             return rec
-        lineage = {
-            "_batch_id": pa.scalar(rec.batch_id),
-            "_ingested_at": pa.scalar(rec.started_at, TS),
-            "_source": pa.scalar(f"{source.name}.{table.name}"),
-        }
-        data = with_lineage(s.stream(f"SELECT * FROM {new_rows}"), lineage)
+        data = with_lineage(
+            s.stream(f"SELECT * FROM {new_rows}"), rec, f"{source.name}.{table.name}"
+        )
         rec.rows_written = count
         rec.delta_version = ctx.lake.write(
             path,
@@ -200,15 +194,7 @@ def _load_file(
         ctx.audit.record(rec.finish("rejected", str(exc)))
         return rec
     rec.rows_read = rec.rows_written = table.num_rows
-    lineage = {
-        "_batch_id": pa.scalar(rec.batch_id),
-        "_ingested_at": pa.scalar(rec.started_at, TS),
-        "_source": pa.scalar(str(rel)),
-        "_file_sha256": pa.scalar(digest),
-    }
-    data = with_lineage(
-        pa.RecordBatchReader.from_batches(table.schema, table.to_batches()), lineage
-    )
+    data = with_lineage(table, rec, str(rel), _file_sha256=digest)
     rec.delta_version = ctx.lake.write(
         path, data, mode="append", schema_mode="merge", metadata=_commit_meta(rec)
     )

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 
 from rcmlake.config.models import HttpCodesetConfig
 from rcmlake.errors import RcmlakeError
-from rcmlake.layers.bronze import TS, _commit_meta, retrying
-from rcmlake.layers.context import RunContext
+from rcmlake.layers.bronze import _commit_meta, retrying
+from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.codesets import icd, npi
 from rcmlake.sources.codesets.http import ApiClient
 from rcmlake.storage.audit import LoadRecord
@@ -54,12 +54,8 @@ def _append(
     rec.rows_read = rec.rows_written = table.num_rows
     if table.num_rows == 0:
         return rec.finish("no_change")
-    table = table.append_column("_batch_id", pa.repeat(pa.scalar(rec.batch_id), table.num_rows))
-    table = table.append_column(
-        "_ingested_at", pa.repeat(pa.scalar(rec.started_at, TS), table.num_rows)
-    )
-    table = table.append_column("_source", pa.repeat(pa.scalar(rec.table), table.num_rows))
-    rec.delta_version = ctx.lake.write(path, table, mode=mode, metadata=_commit_meta(rec))
+    data = with_lineage(table, rec, rec.table)
+    rec.delta_version = ctx.lake.write(path, data, mode=mode, metadata=_commit_meta(rec))
     return rec.finish("success")
 
 

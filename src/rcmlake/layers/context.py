@@ -15,6 +15,7 @@ from rcmlake.console import Console
 from rcmlake.engines.base import Engine
 from rcmlake.storage.audit import AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
+from rcmlake.storage.lake_types import UTC_TS
 
 
 def new_id(prefix: str) -> str:
@@ -46,12 +47,25 @@ class RunContext:
 
 
 def with_lineage(
-    reader: pa.RecordBatchReader, columns: dict[str, pa.Scalar]
+    data: pa.RecordBatchReader | pa.Table, rec: LoadRecord, source: str, **extra: str
 ) -> pa.RecordBatchReader:
-    """Append constant lineage columns (``_batch_id``, ``_ingested_at``, ``_source`` …) batch by batch."""
-    schema = reader.schema
+    """``data`` plus the bronze lineage columns, batch by batch.
+
+    ``_batch_id`` and ``_ingested_at`` come from the load record, ``_source`` names
+    where the rows came from; ``extra`` adds more constant columns (``_file_sha256``).
+    """
+    if isinstance(data, pa.Table):
+        data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+    columns = {
+        "_batch_id": pa.scalar(rec.batch_id),
+        "_ingested_at": pa.scalar(rec.started_at, UTC_TS),
+        "_source": pa.scalar(source),
+        **{name: pa.scalar(value) for name, value in extra.items()},
+    }
+    schema = data.schema
     for name, value in columns.items():
         schema = schema.append(pa.field(name, value.type))
+    reader = data
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:

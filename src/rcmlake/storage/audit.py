@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from rcmlake.storage.delta import Lake
+from rcmlake.storage.lake_types import UTC_TS
 
 AUDIT_PATH = "_audit/loads"
-TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -37,8 +37,8 @@ SCHEMA = pa.schema(
         ("rows_quarantined", pa.int64()),
         ("status", pa.string()),
         ("error", pa.string()),
-        ("started_at", TS),
-        ("ended_at", TS),
+        ("started_at", UTC_TS),
+        ("ended_at", UTC_TS),
         ("duration_s", pa.float64()),
         ("delta_version", pa.int64()),
     ]
