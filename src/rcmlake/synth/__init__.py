@@ -20,14 +20,20 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rcmlake.errors import ConfigError
 from rcmlake.synth import defects, writers
 from rcmlake.synth.catalog import cpt_catalog
-from rcmlake.synth.model import MAX_UPDATES, SynthSpec, build, claims_for_month, snapshot
+from rcmlake.synth.model import (
+    MAX_UPDATES,
+    SynthSpec,
+    build,
+    changed_rows,
+    claims_for_month,
+    snapshot,
+)
 
 __all__ = ["SynthResult", "SynthSpec", "synthesize"]
 
@@ -102,7 +108,7 @@ def synthesize(
                 old = _emr(tl, spec, plan, updates - 1)
                 for name, table in tables.items():
                     key = writers.KEYS[name] or table.column_names[0]
-                    writers.upsert_rows(engine, name, _changed(old[name], table), key)
+                    writers.upsert_rows(engine, name, changed_rows(old[name], table), key)
             else:
                 writers.replace_tables(engine, tables)
         finally:
@@ -139,13 +145,6 @@ def synthesize(
     }
     manifest_path.write_text(json.dumps(result.manifest, indent=2, sort_keys=True))
     return result
-
-
-def _changed(old: pa.Table, new: pa.Table) -> pa.Table:
-    con = duckdb.connect()
-    con.register("old_t", old)
-    con.register("new_t", new)
-    return con.sql("SELECT * FROM new_t EXCEPT SELECT * FROM old_t").to_arrow_table()
 
 
 def _corrections(tl: Any, spec: SynthSpec, plan: defects.DefectPlan) -> pa.Table:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rcmlake.synth.model import SynthSpec, Timeline, claim_months, snapshot
+from rcmlake.synth.model import SynthSpec, Timeline, changed_rows, claim_months, snapshot
 
 # defect kind -> (entity, rule names in the default silver quality rules that it must trip)
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -117,13 +117,8 @@ def plan(tl: Timeline, spec: SynthSpec) -> DefectPlan:
 
 
 def _changed_ids(base: pa.Table, final: pa.Table, key: str) -> set[str]:
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("b", base)
-    con.register("f", final)
-    rows = con.sql(f'SELECT "{key}" FROM (SELECT * FROM b EXCEPT SELECT * FROM f)').fetchall()
-    return {r[0] for r in rows}
+    """Keys of ``base`` rows that change before ``final``."""
+    return set(changed_rows(final, base)[key].to_pylist())
 
 
 def _mask(table: pa.Table, key: str, ids: list[str]) -> pa.Array:

@@ -415,3 +415,13 @@ def claim_months(tl: Timeline, spec: SynthSpec) -> np.ndarray:
         counts += (now != "") & (now != prev)
         prev = now
     return counts
+
+
+def changed_rows(old: pa.Table, new: pa.Table) -> pa.Table:
+    """Rows of ``new`` that are not in ``old`` (new or changed), compared on every column."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("old_t", old)
+    con.register("new_t", new)
+    return con.sql("SELECT * FROM new_t EXCEPT SELECT * FROM old_t").to_arrow_table()
