@@ -149,14 +149,15 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
 def run_silver(ctx: RunContext) -> list[LoadRecord]:
     records = []
     all_models = models("silver")
+    seen = processed(ctx)  # read once: each entity only adds rows of its own during the run
     with ctx.console.progress("silver", len(all_models)) as bar:
         for m in all_models:
-            records.append(build(ctx, m))
+            records.append(build(ctx, m, seen))
             bar.advance(f"silver {m.name}")
     return records
 
 
-def build(ctx: RunContext, m: Model) -> LoadRecord:
+def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     rec = ctx.record(
         layer="silver",
         datasource="*",
@@ -165,7 +166,7 @@ def build(ctx: RunContext, m: Model) -> LoadRecord:
     )
     try:
         with ctx.engine.session() as s:
-            staged = stage(s, ctx, m, processed(ctx))
+            staged = stage(s, ctx, m, seen)
             if not staged:
                 ctx.audit.record(rec.finish("no_change"))
                 return rec
