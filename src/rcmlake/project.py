@@ -151,27 +151,24 @@ class Project:
 
     def quality(self, examples: int = 3) -> list[dict[str, Any]]:
         """Quarantined rows per silver table, datasource and rule, with example keys."""
-        from rcmlake.serve.catalog import lake_tables, register_lake
+        from rcmlake.serve.catalog import register_lake
         from rcmlake.serve.quality import quality_report
 
-        entities = [q.split(".")[1] for q in lake_tables(self.lake) if q.startswith("silver.")]
         with self.engine.session() as s:
-            register_lake(s, self.lake)
-            return quality_report(s, entities, examples)
+            tables = register_lake(s, self.lake)
+            return quality_report(s, _silver_entities(tables), examples)
 
     def report(self, out: Path | None = None) -> Path:
         """Write the self-contained HTML dashboard (default: ``<config dir>/rcmlake-report.html``)."""
         from rcmlake.errors import StorageError
-        from rcmlake.serve.catalog import lake_tables, register_lake
+        from rcmlake.serve.catalog import register_lake
         from rcmlake.serve.report import report_data, write_report
 
-        tables = lake_tables(self.lake)
-        if "gold.mart_kpi_monthly" not in tables:
-            raise StorageError("no gold tables yet; run `rcmlake run` first")
-        entities = [q.split(".")[1] for q in tables if q.startswith("silver.")]
         with self.engine.session() as s:
-            register_lake(s, self.lake)
-            data = report_data(s, entities)
+            tables = register_lake(s, self.lake)
+            if "gold.mart_kpi_monthly" not in tables:
+                raise StorageError("no gold tables yet; run `rcmlake run` first")
+            data = report_data(s, _silver_entities(tables))
         return write_report(
             data,
             out or self.config.path("rcmlake-report.html"),
@@ -217,3 +214,7 @@ class Project:
             raise ConfigError(f"no table {table!r} in the lake")
         dt.restore(version)
         return dt.version()
+
+
+def _silver_entities(tables: list[str]) -> list[str]:
+    return [q.split(".")[1] for q in tables if q.startswith("silver.")]

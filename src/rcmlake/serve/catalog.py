@@ -24,19 +24,19 @@ def lake_tables(lake: Lake) -> dict[str, str]:
 
 
 def register_lake(s: EngineSession, lake: Lake) -> list[str]:
-    """Register every table as ``layer.name`` and as its bare name; returns the bare names."""
+    """Register every table as ``layer.name`` and as its bare name; returns the qualified names."""
     names = []
     for layer in ("silver", "gold"):
         s.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-    for qualified, path in lake_tables(lake).items():
-        layer, name = qualified.split(".")
-        data = lake.dataset(path)
-        s.register(f"_{layer}_{name}", data)
-        s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
-        s.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {qualified}")
-        names.append(name)
+        for m in models(layer):
+            data = lake.dataset(f"{layer}/{m.name}")  # one open per table; None when not built
+            if data is None:
+                continue
+            s.register(f"_{layer}_{m.name}", data)
+            s.execute(f"CREATE OR REPLACE VIEW {layer}.{m.name} AS SELECT * FROM _{layer}_{m.name}")
+            s.execute(f"CREATE OR REPLACE VIEW {m.name} AS SELECT * FROM {layer}.{m.name}")
+            names.append(f"{layer}.{m.name}")
     audit = lake.dataset(AUDIT_PATH)
     if audit is not None:
         s.register("audit_loads", audit)
-        names.append("audit_loads")
     return names
