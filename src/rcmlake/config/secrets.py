@@ -16,11 +16,6 @@ _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _USERINFO = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]+):(?P<pw>[^@]*)@")
 
 
-def env_refs(value: str) -> list[str]:
-    """Names of the environment variables ``value`` refers to."""
-    return _REF.findall(value)
-
-
 def resolve_env(value: str, *, field: str = "") -> str:
     """Substitute ``${VAR}`` references; a missing variable is a ConfigError naming it."""
 

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rcmlake.config.secrets import redact
 from rcmlake.errors import ConfigError
 from rcmlake.synth import defects, writers
 from rcmlake.synth.catalog import cpt_catalog
@@ -131,7 +132,7 @@ def synthesize(
         "spec": {**asdict(spec), "start": spec.start.isoformat()},
         "updates": updates,
         "as_of": spec.month_end(spec.months + updates).isoformat(),
-        "target": writers.redact_url(target),
+        "target": redact(target),
         "rows": result.rows,
         "claims_files": {**(previous or {}).get("claims_files", {}), **claims_rows}
         if update

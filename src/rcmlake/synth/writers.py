@@ -170,9 +170,3 @@ def write_csv(table: pa.Table, path: Path, *, truncate_ids: list[str] | None = N
             + "\n"
         )
     path.write_text(text, encoding="utf-8")
-
-
-def redact_url(target: str) -> str:
-    from rcmlake.config.secrets import redact
-
-    return redact(target)
