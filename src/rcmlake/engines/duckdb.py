@@ -12,6 +12,20 @@ from rcmlake.engines.base import Engine, EngineSession
 from rcmlake.errors import EngineError
 
 
+def connect(
+    database: str = ":memory:", config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose session time zone is UTC, whatever the host's ``TZ``.
+
+    Naive lake timestamps are UTC; without this, ``current_date``, TIMESTAMPTZ -> DATE
+    casts and ``strftime`` follow the machine's zone and gold changes with it.
+    (``TimeZone`` cannot go in the connect config: ICU loads only after connecting.)
+    """
+    con = duckdb.connect(database, config=config or {})
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
 class DuckDBSession(EngineSession):
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
@@ -53,7 +67,7 @@ class DuckDBEngine(Engine):
         self.spill_dir = tempfile.mkdtemp(prefix="rcmlake-duckdb-")
 
     def session(self) -> DuckDBSession:
-        con = duckdb.connect(config={"temp_directory": self.spill_dir})
+        con = connect(config={"temp_directory": self.spill_dir})
         if self.memory_limit:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
         if self.threads:

@@ -264,23 +264,29 @@ def _write_scd2(
     if current is not None:
         s.register("current_all", current)
         s.execute(
-            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT {key}, effective_from, {th} AS _th "
-            f"FROM current_all WHERE is_current"
+            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT {key}, effective_from, source_modified_at, "
+            f"{th} AS _th FROM current_all WHERE is_current"
         )
     else:
         s.execute(
             f"CREATE OR REPLACE TEMP TABLE cur AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
-            "CAST(NULL AS TIMESTAMP) AS effective_from, CAST(NULL AS VARCHAR) AS _th WHERE false"
+            "CAST(NULL AS TIMESTAMP) AS effective_from, CAST(NULL AS TIMESTAMP) AS source_modified_at, "
+            "CAST(NULL AS VARCHAR) AS _th WHERE false"
         )
-    # incoming versions newer than the current one, minus consecutive repeats of the same tracked values
+    # Incoming versions not older than the current one, in source-time order; at equal source
+    # times the current version comes first (it was ingested first), so a same-day edit of a
+    # date-granular ModifiedDate still opens a version. Consecutive repeats of the same tracked
+    # values are dropped. A version whose source time equals its predecessor's starts one
+    # microsecond later, so (key, effective_from) identifies a version and the earlier one is
+    # valid for an empty interval.
     s.execute(f"""
         CREATE OR REPLACE TEMP TABLE versions AS
         WITH incoming AS (
-            SELECT c.*, {th} AS _th, false AS _existing FROM checked c
+            SELECT c.*, {th} AS _th, false AS _existing, c.source_modified_at AS _from FROM checked c
             LEFT JOIN cur USING ({key})
-            WHERE cur.effective_from IS NULL OR c.source_modified_at > cur.effective_from
+            WHERE cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at
         ), chain AS (
-            SELECT {key}, _th, effective_from AS source_modified_at, true AS _existing FROM cur
+            SELECT {key}, _th, source_modified_at, effective_from AS _from, true AS _existing FROM cur
             WHERE {key} IN (SELECT {key} FROM incoming)
             UNION ALL BY NAME SELECT * FROM incoming
         ), steps AS (
@@ -290,14 +296,20 @@ def _write_scd2(
         SELECT * EXCLUDE (_prev) FROM steps WHERE _prev IS NULL OR _prev <> _th""")
     s.execute(f"""
         CREATE OR REPLACE TEMP TABLE chained AS
-        SELECT *, lead(source_modified_at) OVER (PARTITION BY {key} ORDER BY source_modified_at) AS _next
-        FROM versions""")
+        WITH started AS (
+            SELECT * EXCLUDE (_from),
+                   CASE WHEN _from <= lag(_from) OVER w THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND
+                        ELSE _from END AS _start
+            FROM versions
+            WINDOW w AS (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC)
+        )
+        SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started""")
     new_rows = s.sql(
         f"""
-        SELECT * EXCLUDE (_th, _existing, _next),
-               source_modified_at AS effective_from, _next AS effective_to, _next IS NULL AS is_current,
+        SELECT * EXCLUDE (_th, _existing, _next, _start),
+               _start AS effective_from, _next AS effective_to, _next IS NULL AS is_current,
                ? AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
-        FROM chained WHERE NOT _existing ORDER BY {key}, source_modified_at""",
+        FROM chained WHERE NOT _existing ORDER BY {key}, _start""",
         [now],
     )
     if new_rows.num_rows == 0:

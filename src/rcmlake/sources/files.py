@@ -17,10 +17,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from rcmlake.engines.duckdb import connect
 from rcmlake.errors import FileRejected
 
 
@@ -122,7 +122,7 @@ def read_file(path: Path, layout_name: str) -> pa.Table:
 
 
 def _typed(raw: pa.Table, layout: Layout, malformed: list[tuple[int | None, str]]) -> pa.Table:
-    con = duckdb.connect()
+    con = connect()
     con.register("raw", raw)
     bad = pa.table(
         {

@@ -419,9 +419,9 @@ def claim_months(tl: Timeline, spec: SynthSpec) -> np.ndarray:
 
 def changed_rows(old: pa.Table, new: pa.Table) -> pa.Table:
     """Rows of ``new`` that are not in ``old`` (new or changed), compared on every column."""
-    import duckdb
+    from rcmlake.engines.duckdb import connect
 
-    con = duckdb.connect()
+    con = connect()
     con.register("old_t", old)
     con.register("new_t", new)
     return con.sql("SELECT * FROM new_t EXCEPT SELECT * FROM old_t").to_arrow_table()
