@@ -15,8 +15,9 @@ SELECT
     CAST(payments AS DOUBLE) / nullif(CAST(gross_charges AS DOUBLE), 0) AS gross_collection_rate,
     CAST(payments AS DOUBLE) / nullif(CAST(gross_charges - contractual_adjustments AS DOUBLE), 0)
         AS net_collection_rate,
+    -- the decimal sum is exact; a DOUBLE sum would depend on the order threads add in
     CAST(gross_charges AS DOUBLE)
-        / nullif(sum(CAST(gross_charges AS DOUBLE)) OVER (PARTITION BY datasource, service_month), 0)
+        / nullif(CAST(sum(gross_charges) OVER (PARTITION BY datasource, service_month) AS DOUBLE), 0)
         AS payer_share_of_charges,
     'service_date cohort' AS basis,
     'refunds' AS missing_fields
