@@ -4,6 +4,15 @@ A transform is SQL over named relations. The runner registers inputs
 (Arrow tables, pyarrow datasets over Delta) under names, runs the model's
 SQL, and gets Arrow back to commit to Delta. Engines override only what
 differs; capability flags tell the runner what an engine can do natively.
+
+Every engine session provides these SQL functions to the models:
+
+- ``surrogate_key(natural_key)``: BIGINT, the first 60 bits of ``md5(natural_key)``;
+- ``version_key(natural_key, version_start)``: ``surrogate_key`` of the key and the
+  version's start as epoch microseconds.
+
+Both depend only on their arguments, so dimension keys do not move when gold is
+rebuilt, and two engines give the same keys for the same data.
 """
 
 from __future__ import annotations

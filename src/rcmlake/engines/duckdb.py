@@ -11,6 +11,16 @@ import pyarrow as pa
 from rcmlake.engines.base import Engine, EngineSession
 from rcmlake.errors import EngineError
 
+# Functions the models may call (engines/base.py documents them; every engine provides them).
+MACROS = (
+    # 60 bits of md5: positive, so never the unknown member's -1; the same on any engine
+    "CREATE MACRO surrogate_key(natural_key) AS "
+    "CAST('0x' || left(md5(CAST(natural_key AS VARCHAR)), 15) AS BIGINT)",
+    # a version is its natural key and its start, as epoch microseconds (no time zone in the text)
+    "CREATE MACRO version_key(natural_key, version_start) AS surrogate_key("
+    "CAST(natural_key AS VARCHAR) || '|' || CAST(epoch_us(version_start) AS VARCHAR))",
+)
+
 
 def connect(
     database: str = ":memory:", config: dict[str, Any] | None = None
@@ -23,6 +33,8 @@ def connect(
     """
     con = duckdb.connect(database, config=config or {})
     con.execute("SET TimeZone = 'UTC'")
+    for macro in MACROS:
+        con.execute(macro)
     return con
 
 

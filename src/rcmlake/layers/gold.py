@@ -3,22 +3,27 @@
 Gold is derived, so it is rebuilt whole rather than merged: each model of
 ``transforms/gold/gold.yml`` runs in order (dims, facts, marts) against the
 current silver tables and the gold models before it, and each table is one
-Delta overwrite. Every commit carries a fingerprint of the silver versions
-and parameters it was built from; when neither changed, nothing is written.
+Delta overwrite. Every commit carries a fingerprint of what it was built from
+(silver versions, gold config, the models' SQL, the package version). A
+complete build is published as one release (:mod:`rcmlake.storage.release`),
+which is what readers see; when the fingerprint of the latest release still
+holds and no gold table moved since, nothing is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from rcmlake import faults
+from rcmlake import __version__, faults
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import register_silver, silver_path
+from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.lake_types import to_lake
 from rcmlake.transforms import Model, models
@@ -29,19 +34,50 @@ def gold_path(name: str) -> str:
 
 
 def fingerprint(ctx: RunContext) -> str:
+    """What gold is built from: silver versions, gold config, the models' SQL and the package.
+
+    The SQL and the version are in it so that an upgrade that fixes a mart rebuilds gold
+    instead of serving the numbers of the old code.
+    """
     versions = {}
     for m in models("silver"):
         dt = ctx.lake.table(silver_path(m.name))
         versions[m.name] = dt.version() if dt is not None else -1
+    code = hashlib.sha256()
+    for m in models("gold"):
+        code.update(
+            f"{m.name}\0{m.sql}\0{json.dumps(m.spec, sort_keys=True, default=str)}\0".encode()
+        )
     return json.dumps(
-        {"silver": versions, "gold": ctx.config.gold.model_dump(mode="json")}, sort_keys=True
+        {
+            "silver": versions,
+            "gold": ctx.config.gold.model_dump(mode="json"),
+            "sql": code.hexdigest()[:16],
+            "rcmlake": __version__,
+        },
+        sort_keys=True,
     )
 
 
-def _last_fingerprint(ctx: RunContext) -> str | None:
-    last = models("gold")[-1]
-    commits = ctx.lake.commits(gold_path(last.name), limit=1)
-    return commits[0]["rcmlake"].get("fingerprint") if commits else None
+def _current_versions(ctx: RunContext) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for m in models("gold"):
+        dt = ctx.lake.table(gold_path(m.name))
+        out[m.name] = dt.version() if dt is not None else None
+    return out
+
+
+def _built_unreleased(ctx: RunContext, fp: str) -> dict[str, int] | None:
+    """Versions of a complete build of ``fp`` that was killed before its release, if any:
+    every gold model's newest commit carries ``fp`` from one run."""
+    versions, runs = {}, set()
+    for m in models("gold"):
+        commits = ctx.lake.commits(gold_path(m.name), limit=1)
+        if not commits or commits[0]["rcmlake"].get("fingerprint") != fp:
+            return None
+        versions[m.name] = int(commits[0]["version"])
+        runs.add(commits[0]["rcmlake"].get("run_id"))
+    return versions if len(runs) == 1 else None
 
 
 def default_as_of(s: Any) -> date:
@@ -64,19 +100,35 @@ def with_descriptions(table: pa.Table, m: Model) -> pa.Table:
 
 
 def run_gold(ctx: RunContext) -> list[LoadRecord]:
+    """Rebuild gold when what it is built from changed, then publish it as one release."""
     all_models = models("gold")
+    for m in all_models:
+        ctx.audit.recover(gold_path(m.name), layer="gold", datasource="*", table=m.name)
     fp = fingerprint(ctx)
-    records: list[LoadRecord] = []
 
     def start(m: Model) -> LoadRecord:
         return ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
 
-    if fp == _last_fingerprint(ctx):
-        for m in all_models:
-            rec = start(m)
-            records.append(rec.finish("no_change"))
+    current = release.latest(ctx.lake)
+    if current and current.fingerprint == fp and current.versions == _current_versions(ctx):
+        records = [start(m).finish("no_change") for m in all_models]
         ctx.audit.record(*records)
         return records
+    if (built := _built_unreleased(ctx, fp)) is not None:
+        release.publish(ctx.lake, run_id=ctx.run_id, fingerprint=fp, versions=built, as_of_date="")
+        records = [
+            start(m).finish("recovered", "built before the run stopped; released now")
+            for m in all_models
+        ]
+        ctx.audit.record(*records)
+        return records
+    return _rebuild(ctx, fp)
+
+
+def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
+    all_models = models("gold")
+    records: list[LoadRecord] = []
+    versions: dict[str, int] = {}
     with ctx.engine.session() as s, ctx.console.progress("gold", len(all_models)) as bar:
         register_silver(s, ctx)
         cfg = ctx.config.gold
@@ -95,15 +147,16 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
         s.execute("CREATE SCHEMA IF NOT EXISTS gold")
         failed = False
         for m in all_models:
-            rec = start(m)
+            rec = ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
             if failed:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
+                ctx.audit.record(rec)
                 continue
             try:
                 s.execute(f"CREATE OR REPLACE TABLE gold.{m.name} AS {m.sql}")
                 table = with_descriptions(to_lake(s.sql(f"SELECT * FROM gold.{m.name}")), m)
                 rec.rows_read = rec.rows_written = table.num_rows
-                rec.delta_version = ctx.lake.write(
+                rec.delta_version = versions[m.name] = ctx.lake.write(
                     gold_path(m.name),
                     table,
                     mode="overwrite",
@@ -113,16 +166,28 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
                     metadata={
                         "run_id": ctx.run_id,
                         "batch_id": rec.batch_id,
+                        "load_type": "rebuild",
+                        "rows_read": rec.rows_read,
+                        "rows_written": rec.rows_written,
                         "fingerprint": fp,
                         "as_of_date": as_of.isoformat(),
                         "aging_basis": cfg.aging_basis,
                     },
                 )
                 faults.point("gold.after_commit")
-                records.append(rec.finish("success"))
+                rec.finish("success")
             except RcmlakeError as exc:
                 failed = True
-                records.append(rec.finish("failed", str(exc)))
+                rec.finish("failed", str(exc))
+            ctx.audit.record(rec)  # at once, so a crash later loses no audit row
+            records.append(rec)
             bar.advance(f"gold {m.name}")
-    ctx.audit.record(*records)
+    if not failed:
+        release.publish(
+            ctx.lake,
+            run_id=ctx.run_id,
+            fingerprint=fp,
+            versions=versions,
+            as_of_date=as_of.isoformat(),
+        )
     return records

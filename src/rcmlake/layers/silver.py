@@ -164,6 +164,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
         table=m.name,
         load_type=m.history,
     )
+    ctx.audit.recover(silver_path(m.name), layer="silver", datasource="*", table=m.name)
     try:
         with ctx.engine.session() as s:
             staged = stage(s, ctx, m, seen)
@@ -202,7 +203,13 @@ def _mark_processed(ctx: RunContext, m: Model, staged: list[tuple[str, str]], at
 
 
 def _meta(ctx: RunContext, rec: LoadRecord) -> dict[str, object]:
-    return {"run_id": ctx.run_id, "batch_id": rec.batch_id, "layer": "silver"}
+    return {
+        "run_id": ctx.run_id,
+        "batch_id": rec.batch_id,
+        "layer": "silver",
+        "load_type": rec.load_type,
+        "rows_read": rec.rows_read,
+    }
 
 
 def _counts(table: pa.Table) -> tuple[int, int]:

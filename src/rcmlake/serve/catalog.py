@@ -7,19 +7,24 @@
 from __future__ import annotations
 
 from rcmlake.engines.base import EngineSession
+from rcmlake.storage import release
 from rcmlake.storage.audit import AUDIT_PATH
 from rcmlake.storage.delta import Lake
 from rcmlake.transforms import models
 
 
-def lake_tables(lake: Lake) -> dict[str, str]:
-    """Qualified name (``silver.patients``) -> lake path, for the tables that exist."""
-    out = {}
+def lake_tables(lake: Lake) -> dict[str, tuple[str, int | None]]:
+    """Qualified name (``silver.patients``) -> (lake path, version to read), for the tables
+    that exist. Gold is read at the versions of its latest release, so a reader never mixes
+    tables of two builds; silver (and gold before any release) at the current version."""
+    pinned = release.latest(lake)
+    out: dict[str, tuple[str, int | None]] = {}
     for layer in ("silver", "gold"):
         for m in models(layer):
             path = f"{layer}/{m.name}"
-            if lake.exists(path):
-                out[f"{layer}.{m.name}"] = path
+            version = pinned.versions.get(m.name) if pinned and layer == "gold" else None
+            if version is not None or lake.exists(path):
+                out[f"{layer}.{m.name}"] = (path, version)
     return out
 
 
@@ -28,14 +33,15 @@ def register_lake(s: EngineSession, lake: Lake) -> list[str]:
     names = []
     for layer in ("silver", "gold"):
         s.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        for m in models(layer):
-            data = lake.dataset(f"{layer}/{m.name}")  # one open per table; None when not built
-            if data is None:
-                continue
-            s.register(f"_{layer}_{m.name}", data)
-            s.execute(f"CREATE OR REPLACE VIEW {layer}.{m.name} AS SELECT * FROM _{layer}_{m.name}")
-            s.execute(f"CREATE OR REPLACE VIEW {m.name} AS SELECT * FROM {layer}.{m.name}")
-            names.append(f"{layer}.{m.name}")
+    for qualified, (path, version) in lake_tables(lake).items():
+        data = lake.dataset(path, version)
+        if data is None:
+            continue
+        layer, name = qualified.split(".")
+        s.register(f"_{layer}_{name}", data)
+        s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
+        s.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {qualified}")
+        names.append(qualified)
     audit = lake.dataset(AUDIT_PATH)
     if audit is not None:
         s.register("audit_loads", audit)

@@ -19,7 +19,8 @@ from rcmlake.storage.delta import Lake
 def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
     """A DuckDB database with one view (or, with ``copy``, one table) per lake table.
 
-    Views read the Parquet files of each table's *current* Delta version; run the
+    Views read the Parquet files of each silver table's current Delta version and of
+    each gold table's version in the latest gold release; run the
     export again after a pipeline run (``rcmlake run`` does not rewrite it).
     """
     if not lake.is_local and not copy:
@@ -28,10 +29,10 @@ def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
     con = duckdb.connect(str(out))
     names = []
     try:
-        for qualified, path in lake_tables(lake).items():
+        for qualified, (path, version) in lake_tables(lake).items():
             layer, name = qualified.split(".")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-            dt = lake.table(path)
+            dt = lake.table(path, version)
             assert dt is not None
             if copy:
                 con.register("src", dt.to_pyarrow_dataset())
@@ -103,11 +104,13 @@ def to_postgres(lake: Lake, url: str, *, schema: str = "rcmlake_gold") -> dict[s
     try:
         with engine.begin() as con:
             con.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        for qualified, path in lake_tables(lake).items():
+        for qualified, (path, version) in lake_tables(lake).items():
             layer, name = qualified.split(".")
             if layer != "gold":
                 continue
-            table = _flatten_lists(lake.read(path))
+            dt = lake.table(path, version)
+            assert dt is not None
+            table = _flatten_lists(dt.to_pyarrow_table())
             counts[name] = _publish(engine, schema, name, table)
     except sa.exc.OperationalError as exc:
         raise SourceUnavailable(f"cannot reach PostgreSQL ({type(exc.orig).__name__})") from None

@@ -59,9 +59,9 @@ class Lake:
     def exists(self, path: str) -> bool:
         return self.table(path) is not None
 
-    def dataset(self, path: str) -> ds.Dataset | None:
-        """A pyarrow dataset over the table's current version (for DuckDB scans)."""
-        dt = self.table(path)
+    def dataset(self, path: str, version: int | None = None) -> ds.Dataset | None:
+        """A pyarrow dataset over the table's current (or a given) version, for DuckDB scans."""
+        dt = self.table(path, version)
         return dt.to_pyarrow_dataset() if dt is not None else None
 
     def read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:

@@ -1,6 +1,6 @@
 SELECT -1 AS department_sk, 'unknown' AS department_key, 'unknown' AS datasource, 'unknown' AS source_department_id,
        'Unknown' AS name
 UNION ALL
-SELECT CAST(row_number() OVER (ORDER BY department_key) AS INTEGER), department_key, datasource,
+SELECT surrogate_key(department_key), department_key, datasource,
        source_department_id, name
 FROM silver.departments WHERE NOT is_quarantined

@@ -10,5 +10,5 @@ WITH seen AS (
 )
 SELECT -1 AS payer_sk, 'unknown' AS payer_id, 'other' AS payer_type
 UNION ALL
-SELECT CAST(row_number() OVER (ORDER BY payer_id) AS INTEGER) AS payer_sk, payer_id, payer_type
+SELECT surrogate_key(payer_id) AS payer_sk, payer_id, payer_type
 FROM ranked WHERE rn = 1
