@@ -26,7 +26,10 @@ def test_same_day_edit_opens_a_version(workdir: Path) -> None:
         "ORDER BY PatientID LIMIT 1",
         [top],
     ).fetchone()
-    con.execute("UPDATE patients SET Address = '1 Same Day Rd, Springfield, IL 62704' WHERE PatientID = ?", [pid])
+    con.execute(
+        "UPDATE patients SET Address = '1 Same Day Rd, Springfield, IL 62704' WHERE PatientID = ?",
+        [pid],
+    )
     con.commit()
     con.close()
     result = project.run(["bronze", "silver"])

@@ -8,7 +8,7 @@ SELECT -1 AS patient_sk, 'unknown' AS patient_key, 'unknown' AS datasource, 'unk
        DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
 SELECT
-    version_key(patient_key, effective_from) AS patient_sk,
+    version_key(patient_key, CASE WHEN version = 1 THEN TIMESTAMP '1900-01-01' ELSE effective_from END) AS patient_sk,
     patient_key, datasource, gender,
     year(date_of_birth) AS birth_year,
     CASE

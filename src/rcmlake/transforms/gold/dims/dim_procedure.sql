@@ -5,7 +5,7 @@ WITH v AS (
 SELECT -1 AS procedure_sk, 'unknown' AS cpt_code, 'Unknown' AS category, 'Unknown procedure' AS description,
        NULL AS status, DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
-SELECT version_key(cpt_code, effective_from), cpt_code, category, description,
+SELECT version_key(cpt_code, CASE WHEN version = 1 THEN TIMESTAMP '1900-01-01' ELSE effective_from END), cpt_code, category, description,
        status,
        CASE WHEN version = 1 THEN DATE '1900-01-01' ELSE CAST(effective_from AS DATE) END,
        coalesce(CAST(effective_to AS DATE), DATE '9999-12-31'), is_current

@@ -9,7 +9,7 @@ SELECT -1 AS provider_sk, 'unknown' AS provider_key, 'unknown' AS datasource, NU
        DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
 SELECT
-    version_key(v.provider_key, v.effective_from) AS provider_sk,
+    version_key(v.provider_key, CASE WHEN v.version = 1 THEN TIMESTAMP '1900-01-01' ELSE v.effective_from END) AS provider_sk,
     v.provider_key, v.datasource, v.source_provider_id, v.first_name, v.last_name, v.specialization,
     v.department_key, v.npi, n.credential AS npi_credential, n.taxonomy AS npi_taxonomy, n.status AS npi_status,
     CASE WHEN v.version = 1 THEN DATE '1900-01-01' ELSE CAST(v.effective_from AS DATE) END AS valid_from,
