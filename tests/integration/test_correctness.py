@@ -96,3 +96,136 @@ def test_gold_is_the_same_in_any_host_time_zone(tmp_path: Path, synth_template: 
         silver, expected = _lake_tables(other, "silver"), _lake_tables(utc, "silver")
         for entity in ("patients", "encounters", "transactions", "claims"):
             assert silver[entity] == expected[entity], (tz, entity)
+
+
+def test_an_all_text_emr_gives_the_same_lake(tmp_path: Path) -> None:
+    """The tiny hospital stored as TEXT everywhere (US dates, '1000' amounts, 'N/A' for
+    missing) builds the same silver and gold as its typed original."""
+    from tests.integration.test_gold_kpis import build
+
+    (tmp_path / "typed").mkdir()
+    (tmp_path / "text").mkdir()
+    typed = build(tmp_path / "typed")
+    text = build(tmp_path / "text", untyped=True)
+    con = sqlite3.connect(tmp_path / "text" / "sources" / "tiny.db")
+    types = {r[2] for r in con.execute("SELECT * FROM pragma_table_info('transactions')")}
+    assert types == {"TEXT"}
+    assert (
+        con.execute(
+            "SELECT count(*) FROM transactions WHERE ServiceDate LIKE '__/__/____'"
+        ).fetchone()[0]
+        > 0
+    )
+    con.close()
+    want, got = _lake_tables(typed, "gold"), _lake_tables(text, "gold")
+    assert set(got) == set(want)
+    for name in want:
+        if name not in ("dim_provider", "dim_department", "dim_procedure", "dim_diagnosis"):
+            assert got[name] == want[name], name
+    for entity in ("patients", "encounters", "transactions"):
+        rows = text.lake.read(silver_path(entity))
+        assert not any(rows["is_quarantined"].to_pylist()), entity
+    assert (
+        _lake_tables(text, "silver")["transactions"]
+        == _lake_tables(typed, "silver")["transactions"]
+    )
+    assert _lake_tables(text, "silver")["encounters"] == _lake_tables(typed, "silver")["encounters"]
+
+
+def test_values_that_do_not_parse_are_quarantined_with_their_column(tmp_path: Path) -> None:
+    from tests.integration.test_gold_kpis import build
+
+    project = build(tmp_path, untyped=True)
+    con = sqlite3.connect(tmp_path / "sources" / "tiny.db")
+    con.execute(
+        "UPDATE transactions SET Amount = 'twelve', ServiceDate = '31/02/2025' WHERE TransactionID = 'TRANS2'"
+    )
+    con.execute("UPDATE transactions SET Amount = '$1,234.50' WHERE TransactionID = 'TRANS3'")
+    con.commit()
+    con.close()
+    result = project.run()
+    assert result.exit_code == 0
+    tx = {
+        r["source_transaction_id"]: r
+        for r in project.lake.read(silver_path("transactions")).to_pylist()
+    }
+    bad = tx["TRANS2"]
+    assert bad["is_quarantined"] and "values_typed" in bad["dq_failures"]
+    assert sorted(bad["cast_errors"]) == ["amount=twelve", "service_date=31/02/2025"]
+    assert bad["amount"] is None and bad["service_date"] is None
+    assert str(tx["TRANS3"]["amount"]) == "1234.50" and tx["TRANS3"]["cast_errors"] == []
+    assert [k for k, r in tx.items() if r["is_quarantined"]] == ["TRANS2"], {
+        k: r["dq_failures"] for k, r in tx.items()
+    }
+    # and the quarantined line is not in gold
+    assert (
+        project.sql("SELECT count(*) FROM fact_transaction WHERE source_transaction_id = 'TRANS2'")
+        .column(0)[0]
+        .as_py()
+        == 0
+    )
+
+
+def test_age_bands_in_whole_years_and_addresses_without_zip_codes(tmp_path: Path) -> None:
+    from datetime import date
+
+    from tests.integration.test_gold_kpis import AS_OF, build
+
+    project = build(tmp_path)
+    people = {  # id: (date of birth, address, expected state, expected zip3)
+        "P1": ("2007-04-01", "1 Main St, Springfield, IL 62704", "IL", "627"),  # 17 until tomorrow
+        "P2": ("2007-03-31", "1 Main St Apt 4, Springfield IL 62704-1234", "IL", "627"),  # 18 today
+        "P3": ("1960-04-15", "PSC 1234, Box 5678, APO AE 09012", "AE", "090"),
+        "P4": ("1960-03-15", "USNS Comfort, FPO AA 34055", "AA", "340"),
+        "P5": ("1990-12-31", "Unit 2050 Box 4190, DPO AP 96522", "AP", "965"),
+        "P6": ("1976-01-01", "  9 Elm Rd ,  Cheyenne , wy 82001 ", "WY", "820"),
+        "P7": (
+            "1976-01-01",
+            "77 Ranch Rd, Tiny Town, WY 82101",
+            "WY",
+            "000",
+        ),  # a low-population prefix
+        "P8": ("1991-06-30", "9 Elm Rd", None, None),
+        "P9": ("1950-02-28", "Rua X, Lisboa, Portugal", None, None),
+    }
+    con = sqlite3.connect(tmp_path / "sources" / "tiny.db")
+    for pid, (dob, address, _, _) in people.items():
+        con.execute(
+            "INSERT INTO patients VALUES (?, 'A', 'B', NULL, NULL, NULL, 'Male', ?, ?, '2025-01-01')",
+            [pid, dob, address],
+        )
+    con.commit()
+    con.close()
+    assert project.run().exit_code == 0
+    dim = {
+        r["patient_key"].split("-")[0]: r
+        for r in project.sql("SELECT * FROM dim_patient").to_pylist()
+    }
+
+    def age(dob: date) -> int:
+        return AS_OF.year - dob.year - ((AS_OF.month, AS_OF.day) < (dob.month, dob.day))
+
+    def band(a: int) -> str:
+        return (
+            next(
+                b
+                for limit, b in [(18, "0-17"), (35, "18-34"), (50, "35-49"), (65, "50-64")]
+                if a < limit
+            )
+            if a < 65
+            else "65+"
+        )
+
+    for pid, (dob, _, state, zip3) in people.items():
+        row = dim[pid]
+        assert row["age_band"] == band(age(date.fromisoformat(dob))), pid
+        assert (row["state"], row["zip3"]) == (state, zip3), pid
+    assert dim["P1"]["age_band"] == "0-17" and dim["P2"]["age_band"] == "18-34"
+    assert dim["P4"]["age_band"] == "65+" and dim["P3"]["age_band"] == "50-64"
+    columns = set(project.sql("SELECT * FROM dim_patient LIMIT 0").column_names)
+    assert not columns & {"city", "zip_code", "address", "date_of_birth"}
+    # none of these ZIP codes appears anywhere in gold
+    zips = ("62704", "09012", "34055", "96522", "82001", "82101")
+    for name, rows in _lake_tables(project, "gold").items():
+        text = repr(rows)
+        assert not [z for z in zips if z in text], name

@@ -117,7 +117,8 @@ PAYER_TYPE = {
 }
 
 
-def build(tmp: Path) -> Project:
+def build(tmp: Path, untyped: bool = False) -> Project:
+    """The tiny hospital; ``untyped`` stores its EMR as an all-TEXT staging schema would."""
     (tmp / "sources").mkdir()
     con = sqlite3.connect(tmp / "sources" / "tiny.db")
     con.execute("CREATE TABLE departments (DeptID VARCHAR(50), Name VARCHAR(100))")
@@ -190,6 +191,8 @@ def build(tmp: Path) -> Project:
             )
         )
     con.commit()
+    if untyped:
+        as_text(con)
     con.close()
     (tmp / "landing" / "claims").mkdir(parents=True)
     (tmp / "landing" / "claims" / "hospital1_claims_2025_03.csv").write_text(
@@ -226,6 +229,32 @@ def build(tmp: Path) -> Project:
     result = project.run()
     assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
     return project
+
+
+def as_text(con: sqlite3.Connection) -> None:
+    """Rewrite every table with TEXT columns: every other date as MM/DD/YYYY, whole amounts
+    without decimals, and missing values spelled '', 'N/A', 'null' or blanks."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    missing = ["", "N/A", "null", "   "]
+    for table in tables:
+        cols = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+        rows = con.execute(f"SELECT * FROM {table}").fetchall()
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE TABLE {table} ({', '.join(f'{c} TEXT' for c in cols)})")
+        out = []
+        for i, row in enumerate(rows):
+            values = []
+            for j, v in enumerate(row):
+                if v is None:
+                    v = missing[(i + j) % len(missing)]
+                elif isinstance(v, float):
+                    v = str(int(v)) if v == int(v) else f"{v:.2f}"
+                elif isinstance(v, str) and len(v) == 10 and v[4] == "-" and (i + j) % 2:
+                    v = f"{v[5:7]}/{v[8:10]}/{v[:4]}"
+                values.append(str(v))
+            out.append(values)
+        con.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(cols))})", out)
+    con.commit()
 
 
 @pytest.fixture(scope="module")

@@ -72,5 +72,73 @@ class Engine(ABC):
         parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), '\\N')" for c in columns)
         return f"md5(concat_ws('|', {parts}))"
 
+    # the spellings of "no value" that sources deliver in text columns (compared trimmed, any case)
+    MISSING = ("", "null", "n/a")
+    DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y%m%d")
+
+    def missing_as_null(self, expr: str) -> str:
+        """``expr`` (text) with blank, ``NULL``, ``null`` and ``N/A`` as SQL NULL."""
+        spelled = ", ".join(f"'{m}'" for m in self.MISSING)
+        return f"CASE WHEN lower(trim({expr})) IN ({spelled}) THEN NULL ELSE {expr} END"
+
+    def safe_cast(self, expr: str, raw_type: str, target: str, timezone: str | None = None) -> str:
+        """SQL typing ``expr`` (of engine type ``raw_type``) as a CDM ``target`` type without
+        ever failing: a value that does not parse becomes NULL (the caller records it).
+
+        Targets: ``text``, ``date``, ``timestamp`` (naive UTC; ``timezone`` names the zone
+        naive source values are in), ``decimal`` (DECIMAL(18,2) money), ``bigint``, ``raw``.
+        """
+        raw = raw_type.upper()
+        is_text = raw.startswith("VARCHAR") or raw in ("TEXT", "STRING", "NULL")
+        numeric = raw in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                          "USMALLINT", "UINTEGER", "UBIGINT") or raw.startswith("DECIMAL")
+        floating = raw in ("FLOAT", "DOUBLE", "REAL")
+        v = self.missing_as_null(expr if is_text else f"CAST({expr} AS VARCHAR)")
+        formats = "[" + ", ".join(f"'{f}'" for f in self.DATE_FORMATS) + "]"
+        if target == "raw":
+            return expr
+        if target == "text":
+            if is_text:
+                return v
+            if floating:  # 99213.0 from a REAL column is the code 99213
+                return f"CASE WHEN {expr} = floor({expr}) THEN CAST(TRY_CAST({expr} AS BIGINT) AS VARCHAR) ELSE CAST({expr} AS VARCHAR) END"
+            return f"CAST({expr} AS VARCHAR)"
+        if target == "date":
+            if raw == "DATE":
+                return expr
+            if raw.startswith("TIMESTAMP"):
+                return f"CAST({expr} AS DATE)"
+            return f"coalesce(TRY_CAST({v} AS DATE), CAST(try_strptime({v}, {formats}) AS DATE))"
+        if target == "timestamp":
+            if raw == "TIMESTAMP WITH TIME ZONE":
+                return f"CAST({expr} AS TIMESTAMP)"  # the session is UTC
+            if raw in ("DATE", "TIMESTAMP") or raw.startswith("TIMESTAMP"):
+                ts = f"CAST({expr} AS TIMESTAMP)"
+            else:
+                ts = f"coalesce(TRY_CAST({v} AS TIMESTAMP), try_strptime({v}, {formats}))"
+            if timezone:
+                return f"CAST(timezone('{timezone}', {ts}) AS TIMESTAMP)"
+            return ts
+        if target == "decimal":
+            if numeric:
+                return f"TRY_CAST({expr} AS DECIMAL(18, 2))"
+            if floating:
+                return f"TRY_CAST(round({expr}, 2) AS DECIMAL(18, 2))"
+            cleaned = f"replace(replace(trim({v}), ',', ''), '$', '')"
+            return f"TRY_CAST({cleaned} AS DECIMAL(18, 2))"
+        if target == "bigint":
+            if numeric or floating:
+                return f"TRY_CAST({expr} AS BIGINT)"
+            return f"coalesce(TRY_CAST({v} AS BIGINT), TRY_CAST(TRY_CAST({v} AS DECIMAL(38, 6)) AS BIGINT))"
+        raise ValueError(f"unknown CDM type {target!r}")
+
+    def cast_error(self, column: str, expr: str, raw_type: str, typed: str) -> str | None:
+        """SQL for ``'column=raw value'`` when a present value did not type, else NULL."""
+        raw = raw_type.upper()
+        if raw.startswith("VARCHAR") or raw in ("TEXT", "STRING"):
+            v = self.missing_as_null(expr)
+            return f"CASE WHEN {v} IS NOT NULL AND {typed} IS NULL THEN '{column}=' || {expr} END"
+        return f"CASE WHEN {expr} IS NOT NULL AND {typed} IS NULL THEN '{column}=' || CAST({expr} AS VARCHAR) END"
+
     @abstractmethod
     def session(self) -> EngineSession: ...

@@ -29,7 +29,16 @@ from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.lake_types import UTC_TS, to_lake
-from rcmlake.transforms import CODESETS, Model, column_expr, mapping, models, rules, tracked
+from rcmlake.transforms import (
+    CODESETS,
+    Model,
+    cdm_types,
+    column_expr,
+    mapping,
+    models,
+    rules,
+    tracked,
+)
 
 STATE_PATH = "_state/silver_batches"
 UNIQUE_KEY = "unique_key"
@@ -102,15 +111,7 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
         if not batches:
             continue
         staged += [(ds, b) for b in batches]
-        cols = data.schema.names
-        select = ", ".join(
-            f"{column_expr(v, cols, f'{ds}.{m.source}')} AS {k}"
-            for k, v in mapping(ctx.config, ds, m.name).items()
-        )
-        parts.append(
-            f"SELECT '{ds}' AS datasource, {select}, _batch_id, _ingested_at FROM {rel} "
-            f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
-        )
+        parts.append(_typed_select(s, ctx, m, ds, rel, data.schema.names))
     if parts:
         s.execute("CREATE OR REPLACE TEMP TABLE stage0 AS " + " UNION ALL BY NAME ".join(parts))
         cdm = [c for c in s.sql("SELECT * FROM stage0 LIMIT 0").column_names if c not in LINEAGE]
@@ -118,6 +119,47 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
             f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
         )
     return staged
+
+
+def _typed_select(
+    s: EngineSession, ctx: RunContext, m: Model, ds: str, rel: str, columns: list[str]
+) -> str:
+    """The unprocessed rows of one datasource as CDM columns, each typed by a safe cast.
+
+    Sources type columns as they like (all-text staging schemas, REAL money, dates as
+    ``MM/DD/YYYY``), so silver types every CDM column itself: a value that does not parse
+    becomes NULL, and ``column=raw value`` goes into ``cast_errors`` (rule ``values_typed``).
+    """
+    mapped = mapping(ctx.config, ds, m.name)
+    select = ", ".join(
+        f'{column_expr(v, columns, f"{ds}.{m.source}")} AS "{k}"' for k, v in mapped.items()
+    )
+    view = f"raw_{ds}_{m.name}"
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select}, _batch_id, _ingested_at FROM {rel} "
+        f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
+    )
+    raw_types = {r["column_name"]: r["column_type"] for r in s.sql(f"DESCRIBE {view}").to_pylist()}
+    source = ctx.config.sources.get(ds)
+    zone = getattr(source, "timezone", None)
+    types = cdm_types(m)
+    typed, errors = [], []
+    for col in mapped:
+        target = types.get(col, "text")
+        expr = ctx.engine.safe_cast(
+            f'"{col}"', raw_types[col], target, zone if target == "timestamp" else None
+        )
+        typed.append(f'{expr} AS "{col}"')
+        if target not in ("text", "raw"):
+            errors.append(ctx.engine.cast_error(col, f'"{col}"', raw_types[col], expr))
+    found = ctx.engine.list_of_present([e for e in errors if e])
+    if "cast_errors" in mapped:  # errors the landing file reader already found
+        typed = [t for t in typed if not t.endswith('AS "cast_errors"')]
+        found = f'list_concat(coalesce("cast_errors", CAST([] AS VARCHAR[])), {found})'
+    return (
+        f"SELECT '{ds}' AS datasource, {', '.join(typed)}, {found} AS cast_errors, "
+        f"_batch_id, _ingested_at FROM {view}"
+    )
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model) -> None:

@@ -33,7 +33,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "claim_malformed_row": ("claims", ("claim_row_well_formed",)),
     "claim_negative_amount": ("claims", ("claim_amount_non_negative",)),
     "claim_before_service": ("claims", ("claim_after_service",)),
-    "claim_non_numeric_amount": ("claims", ("claim_values_typed",)),
+    "claim_non_numeric_amount": ("claims", ("values_typed",)),
 }
 # Defects a later ``--update`` corrects at the source (first half of the targets).
 CORRECTED_BY_UPDATE = ("transaction_negative_amount", "claim_negative_amount")

@@ -84,6 +84,16 @@ def mapping(config: ProjectConfig, datasource: str, entity: str) -> dict[str, st
     return {**base, **override}
 
 
+TYPES = ("text", "date", "timestamp", "decimal", "bigint", "raw")
+VALUES_TYPED = "values_typed"
+
+
+def cdm_types(m: Model) -> dict[str, str]:
+    """CDM column -> CDM type for the columns a model types (``types:`` in silver.yml);
+    every other mapped column is text."""
+    return dict(m.spec.get("types", {}))
+
+
 def tracked(config: ProjectConfig, entity: str) -> list[str]:
     return list(
         config.silver.tracked.get(entity) or model("silver", entity).spec.get("tracked", [])
@@ -105,7 +115,10 @@ def rules(config: ProjectConfig, entity: str) -> list[RuleConfig]:
 
 
 def _rules_of(m: Model) -> list[RuleConfig]:
-    return [RuleConfig(table=m.name, **t) for t in m.spec.get("tests", [])]
+    typed = RuleConfig(
+        name=VALUES_TYPED, table=m.name, predicate="len(cast_errors) = 0", severity="error"
+    )
+    return [typed, *(RuleConfig(table=m.name, **t) for t in m.spec.get("tests", []))]
 
 
 def column_expr(value: str, columns: list[str], where: str) -> str:

@@ -11,6 +11,7 @@ SELECT
         ELSE trim(status)
     END AS status,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage

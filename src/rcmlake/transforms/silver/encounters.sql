@@ -10,6 +10,7 @@ SELECT
     trim(encounter_type) AS encounter_type,
     lpad(upper(trim(CAST(procedure_code AS VARCHAR))), 5, '0') AS procedure_code,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage

@@ -5,6 +5,7 @@ SELECT
     coalesce(code_type, 'ICD-10-CM') AS code_type,
     trim(description) AS description,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage

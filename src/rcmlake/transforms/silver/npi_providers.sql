@@ -12,6 +12,7 @@ SELECT
     status,
     TRY_CAST(last_updated AS DATE) AS last_updated,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage

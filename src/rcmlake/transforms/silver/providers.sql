@@ -9,6 +9,7 @@ SELECT
     trim(source_department_id) || '-' || datasource AS department_key,
     lpad(CAST(CAST(npi AS BIGINT) AS VARCHAR), 10, '0') AS npi,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage

@@ -29,6 +29,7 @@ SELECT
     nullif(trim(medicaid_id), '') AS medicaid_id,
     nullif(trim(medicare_id), '') AS medicare_id,
     CAST(source_modified_at AS TIMESTAMP) AS source_modified_at,
+    cast_errors,
     _batch_id,
     _row_hash
 FROM stage
