@@ -57,6 +57,7 @@ class RunResult:
                 "read": r.rows_read,
                 "written": r.rows_written,
                 "quarantined": r.rows_quarantined,
+                "released": r.rows_released,
                 "secs": round(r.duration_s, 2),
                 "status": r.status,
             }
@@ -149,14 +150,28 @@ class Project:
 
         return list(lake_tables(self.lake))
 
-    def quality(self, examples: int = 3) -> list[dict[str, Any]]:
-        """Quarantined rows per silver table, datasource and rule, with example keys."""
+    def quality(self, examples: int = 3) -> dict[str, list[dict[str, Any]]]:
+        """The quality picture: ``rules`` (rows failing each rule, by effective severity, with
+        example keys), ``tables`` (quarantined rows and rule hits per table) and
+        ``unknown_members`` (fact rows whose dimension key is -1)."""
         from rcmlake.serve.catalog import register_lake
-        from rcmlake.serve.quality import quality_report
+        from rcmlake.serve.quality import (
+            every_rule,
+            quality_report,
+            quarantine_totals,
+            unknown_members,
+        )
 
         with self.engine.session() as s:
             tables = register_lake(s, self.lake)
-            return quality_report(s, _silver_entities(tables), examples)
+            entities = _silver_entities(tables)
+            hits = quality_report(s, entities, examples)
+            totals = quarantine_totals(s, entities)
+            return {
+                "rules": every_rule(self.config, hits, totals),
+                "tables": totals,
+                "unknown_members": unknown_members(s, tables),
+            }
 
     def report(self, out: Path | None = None) -> Path:
         """Write the self-contained HTML dashboard (default: ``<config dir>/rcmlake-report.html``)."""

@@ -229,3 +229,126 @@ def test_age_bands_in_whole_years_and_addresses_without_zip_codes(tmp_path: Path
     for name, rows in _lake_tables(project, "gold").items():
         text = repr(rows)
         assert not [z for z in zips if z in text], name
+
+
+def test_late_arriving_encounter_releases_its_transactions(workdir: Path) -> None:
+    con = _sqlite(workdir)
+    enc_id = con.execute(
+        "SELECT e.EncounterID FROM encounters e JOIN transactions t USING (EncounterID) "
+        "GROUP BY 1 ORDER BY 1 LIMIT 1"
+    ).fetchone()[0]
+    cols = [r[1] for r in con.execute("PRAGMA table_info(encounters)")]
+    row = con.execute("SELECT * FROM encounters WHERE EncounterID = ?", [enc_id]).fetchone()
+    tx_ids = {
+        r[0]
+        for r in con.execute(
+            "SELECT TransactionID FROM transactions WHERE EncounterID = ?", [enc_id]
+        )
+    }
+    con.execute("DELETE FROM encounters WHERE EncounterID = ?", [enc_id])
+    con.commit()
+    con.close()
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+
+    def lines() -> dict[str, dict]:
+        tx = project.lake.read(silver_path("transactions"))
+        rows = tx.filter(pc.equal(tx["datasource"], "hospital_a")).to_pylist()
+        return {r["source_transaction_id"]: r for r in rows if r["source_transaction_id"] in tx_ids}
+
+    before = lines()
+    assert set(before) == tx_ids and all(
+        "encounter_exists" in r["dq_failures"] for r in before.values()
+    )
+    in_gold = "SELECT count(*) FROM fact_transaction WHERE encounter_key = '{}-hospital_a'".format(
+        enc_id
+    )
+    assert project.sql(in_gold).column(0)[0].as_py() == 0
+    # the encounter arrives late, with a newer modified date
+    con = _sqlite(workdir)
+    top = con.execute("SELECT max(ModifiedDate) FROM encounters").fetchone()[0]
+    values = [top if c == "ModifiedDate" else v for c, v in zip(cols, row, strict=True)]
+    con.execute(f"INSERT INTO encounters VALUES ({', '.join('?' * len(cols))})", values)
+    con.commit()
+    con.close()
+    result = project.run()
+    assert result.exit_code == 0
+    after = lines()
+    still = {k: r["dq_failures"] for k, r in after.items() if r["is_quarantined"]}
+    released = {k for k in tx_ids if k not in still}
+    assert released and all("encounter_exists" not in f for f in still.values())
+    tx_record = next(r for r in result.records if r.layer == "silver" and r.table == "transactions")
+    assert tx_record.rows_released == len(released)
+    assert {"released": len(released)}.items() <= next(
+        row for row in result.summary() if row["table"] == "*.transactions"
+    ).items()
+    assert project.sql(in_gold).column(0)[0].as_py() == len(released)
+    # and nothing else moved: a re-run changes nothing
+    version = project.lake.table(silver_path("transactions")).version()
+    assert project.run().exit_code == 0
+    assert project.lake.table(silver_path("transactions")).version() == version
+
+
+def test_rule_severity_is_config_per_datasource(workdir: Path) -> None:
+    con = _sqlite(workdir)  # one line failing two rules
+    con.execute(
+        "UPDATE transactions SET Amount = -5, PaidDate = '1999-01-01' "
+        "WHERE TransactionID = (SELECT min(TransactionID) FROM transactions)"
+    )
+    con.commit()
+    con.close()
+    project = make_project(
+        workdir,
+        silver={
+            "mappings": yaml_mappings(),
+            "severity": [
+                {"rule": "amount_non_negative", "severity": "warn", "datasources": ["hospital_b"]},
+                {"rule": "icd_code_known", "severity": "warn"},
+            ],
+        },
+    )
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    tx = project.lake.read(silver_path("transactions")).to_pylist()
+    negative = [r for r in tx if r["amount"] is not None and r["amount"] < 0]
+    a = [r for r in negative if r["datasource"] == "hospital_a"]
+    b = [r for r in negative if r["datasource"] == "hospital_b"]
+    assert a and b
+    assert all(r["is_quarantined"] and "amount_non_negative" in r["dq_failures"] for r in a)
+    assert all(
+        "amount_non_negative" in r["dq_warnings"] and "amount_non_negative" not in r["dq_failures"]
+        for r in b
+    )
+    assert not any("icd_code_known" in r["dq_failures"] for r in tx)
+    assert any("icd_code_known" in r["dq_warnings"] for r in tx)
+    quality = project.quality()
+    sev = {
+        (r["datasource"], r["rule"]): r["severity"]
+        for r in quality["rules"]
+        if r["table"] == "transactions"
+    }
+    assert sev[("hospital_a", "amount_non_negative")] == "error"
+    assert sev[("hospital_b", "amount_non_negative")] == "warn"
+    assert sev[("hospital_a", "icd_code_known")] == "warn"
+    # totals count rows once, however many rules they fail, and rule hits apart
+    totals = {(r["table"], r["datasource"]): r for r in quality["tables"]}
+    for ds in ("hospital_a", "hospital_b"):
+        mine = [r for r in tx if r["datasource"] == ds]
+        got = totals[("transactions", ds)]
+        assert got["quarantined_rows"] == sum(r["is_quarantined"] for r in mine)
+        assert got["rule_hits"] == sum(len(r["dq_failures"]) for r in mine if r["is_quarantined"])
+        assert got["rows"] == len(mine)
+    assert any(len(r["dq_failures"]) > 1 for r in tx)  # so rows and hits do differ
+    # changing the severity back re-checks the rows already in silver: hospital B's are quarantined
+    project = make_project(workdir, silver={"mappings": yaml_mappings()})
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 0
+    tx = project.lake.read(silver_path("transactions")).to_pylist()
+    assert all(r["is_quarantined"] for r in tx if r["amount"] is not None and r["amount"] < 0)
+
+
+def yaml_mappings() -> dict:
+    import yaml
+
+    from rcmlake.demo import demo_config
+
+    return yaml.safe_load(demo_config())["silver"]["mappings"]

@@ -160,10 +160,21 @@ def quality(
     examples: Annotated[int, typer.Option(help="Example keys per rule.")] = 3,
 ) -> None:
     """Show quarantined rows per table, datasource and rule, with example keys."""
-    rows = project(config).quality(examples)
-    console().table("quarantine", rows)
-    errors = sum(r["rows"] for r in rows if r["severity"] == "error")
-    console().info(f"{errors:,} quarantined rows (kept in silver, never in gold)")
+    found = project(config).quality(examples)
+    console().table(
+        "rows failing each rule (severity as configured for the datasource)", found["rules"]
+    )
+    console().table(
+        "quarantine per table (a row failing several rules is one row, several hits)",
+        found["tables"],
+    )
+    if found["unknown_members"]:
+        console().table(
+            "fact rows with an unknown dimension member (key -1)", found["unknown_members"]
+        )
+    rows = sum(r["quarantined_rows"] for r in found["tables"])
+    hits = sum(r["rule_hits"] for r in found["tables"])
+    console().info(f"{rows:,} quarantined rows, {hits:,} rule hits (kept in silver, never in gold)")
 
 
 @app.command()

@@ -155,6 +155,21 @@ class RuleConfig(Strict):
     severity: Literal["error", "warn"] = "error"
 
 
+class SeverityConfig(Strict):
+    """A rule's severity changed without re-writing its predicate, for some datasources or all.
+
+    Example (hospital B's transactions name providers its provider table does not have)::
+
+        - {rule: provider_exists, severity: warn, datasources: [hospital_b]}
+    """
+
+    rule: str = Field(pattern=IDENT)
+    severity: Literal["error", "warn"]
+    datasources: list[str] = Field(
+        default_factory=list, description="Datasources it applies to; empty: all."
+    )
+
+
 class SilverConfig(Strict):
     mappings: dict[str, dict[str, dict[str, str]]] = Field(
         default_factory=dict,
@@ -169,6 +184,10 @@ class SilverConfig(Strict):
     )
     disable_rules: list[str] = Field(
         default_factory=list, description="Default rules to switch off, by name."
+    )
+    severity: list[SeverityConfig] = Field(
+        default_factory=list,
+        description="Demote a rule to `warn` or promote it to `error`, per datasource or for all.",
     )
 
 

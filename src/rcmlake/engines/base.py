@@ -74,7 +74,13 @@ class Engine(ABC):
 
     # the spellings of "no value" that sources deliver in text columns (compared trimmed, any case)
     MISSING = ("", "null", "n/a")
-    DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%Y%m%d")
+    DATE_FORMATS = (
+        "%m/%d/%Y",
+        "%Y-%m-%d %H:%M:%S",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %H:%M",
+        "%Y%m%d",
+    )
 
     def missing_as_null(self, expr: str) -> str:
         """``expr`` (text) with blank, ``NULL``, ``null`` and ``N/A`` as SQL NULL."""
@@ -90,8 +96,17 @@ class Engine(ABC):
         """
         raw = raw_type.upper()
         is_text = raw.startswith("VARCHAR") or raw in ("TEXT", "STRING", "NULL")
-        numeric = raw in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
-                          "USMALLINT", "UINTEGER", "UBIGINT") or raw.startswith("DECIMAL")
+        numeric = raw in (
+            "TINYINT",
+            "SMALLINT",
+            "INTEGER",
+            "BIGINT",
+            "HUGEINT",
+            "UTINYINT",
+            "USMALLINT",
+            "UINTEGER",
+            "UBIGINT",
+        ) or raw.startswith("DECIMAL")
         floating = raw in ("FLOAT", "DOUBLE", "REAL")
         v = self.missing_as_null(expr if is_text else f"CAST({expr} AS VARCHAR)")
         formats = "[" + ", ".join(f"'{f}'" for f in self.DATE_FORMATS) + "]"

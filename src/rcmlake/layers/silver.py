@@ -21,9 +21,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rcmlake import faults
-from rcmlake.config.models import RuleConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
@@ -34,9 +34,10 @@ from rcmlake.transforms import (
     Model,
     cdm_types,
     column_expr,
+    effective_rules,
     mapping,
     models,
-    rules,
+    rules_fingerprint,
     tracked,
 )
 
@@ -171,21 +172,94 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
                count(DISTINCT _row_hash) OVER (PARTITION BY {key}, source_modified_at) > 1 AS _conflict,
                row_number() OVER (PARTITION BY {key}, source_modified_at ORDER BY _row_hash) AS _rn
         FROM modeled""")
-    errors = [r for r in rules(ctx.config, m.name) if r.severity == "error"]
-    warns = [r for r in rules(ctx.config, m.name) if r.severity == "warn"]
+    s.execute(
+        "CREATE OR REPLACE TEMP TABLE deduped AS SELECT * EXCLUDE (_rn) FROM ranked WHERE _rn = 1"
+    )
+    evaluate(s, ctx, m, "deduped", "checked")
 
-    def failures(rs: list[RuleConfig]) -> list[str]:
-        return [f"CASE WHEN NOT coalesce(({r.predicate}), true) THEN '{r.name}' END" for r in rs]
+
+def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str) -> None:
+    """``source`` (with a boolean ``_conflict``) → ``out`` with ``dq_failures``, ``dq_warnings``
+    and ``is_quarantined``; each rule counts as an error or a warning by its severity for the
+    row's datasource."""
+    rs = effective_rules(ctx.config, m.name)
+
+    def hits(severity: str) -> list[str]:
+        return [
+            f"CASE WHEN {r.severity_sql()} = '{severity}' AND NOT coalesce(({r.rule.predicate}), true) "
+            f"THEN '{r.name}' END"
+            for r in rs
+        ]
 
     conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
     s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE checked AS
-        SELECT * EXCLUDE (_rn, _conflict, _failures),
+        CREATE OR REPLACE TEMP TABLE {out} AS
+        SELECT * EXCLUDE (_conflict, _failures),
                _failures AS dq_failures,
-               {ctx.engine.list_of_present(failures(warns))} AS dq_warnings,
+               {ctx.engine.list_of_present(hits("warn"))} AS dq_warnings,
                len(_failures) > 0 AS is_quarantined
-        FROM (SELECT *, {ctx.engine.list_of_present([*failures(errors), conflict])} AS _failures
-              FROM ranked WHERE _rn = 1)""")
+        FROM (SELECT *, {ctx.engine.list_of_present([*hits("error"), conflict])} AS _failures FROM {source})""")
+
+
+def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> int:
+    """Re-check rows already in silver whose verdict may have changed; returns rows released.
+
+    A transaction quarantined because its encounter had not arrived passes once the
+    encounter lands: rows quarantined by a rule that looks up another entity are re-checked
+    every run. When the entity's rules changed (added, re-written, severity), every row is.
+    Only the quality columns change, in one commit; the row keeps its content and history.
+    """
+    path = silver_path(m.name)
+    current = ctx.lake.dataset(path)
+    rs = effective_rules(ctx.config, m.name)
+    if current is None:
+        return 0
+    fp = rules_fingerprint(rs)
+    changed = fp != _last_rules_fingerprint(ctx, path)
+    dependent = [r.name for r in rs if r.depends_on_other_tables]
+    if not changed and not dependent:
+        return 0
+    register_silver(s, ctx)
+    s.register("requalify_src", current)
+    listed = ", ".join(f"'{d}'" for d in dependent)
+    where = "true" if changed else f"is_quarantined AND list_has_any(dq_failures, [{listed}])"
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE recheck AS
+        SELECT * EXCLUDE (dq_failures, dq_warnings, is_quarantined),
+               dq_failures AS _old_failures, dq_warnings AS _old_warnings,
+               is_quarantined AS _was_quarantined,
+               list_contains(dq_failures, '{UNIQUE_KEY}') AS _conflict
+        FROM requalify_src WHERE {where}""")
+    evaluate(s, ctx, m, "recheck", "rechecked")
+    identity = [m.key, "effective_from"] if m.history == "scd2" else [m.key]
+    cols = ", ".join(identity)
+    moved = s.sql(
+        f"""
+        SELECT {cols}, dq_failures, dq_warnings, is_quarantined, ? AS _updated_at,
+               _was_quarantined AND NOT is_quarantined AS _released
+        FROM rechecked
+        WHERE list_sort(dq_failures) IS DISTINCT FROM list_sort(_old_failures)
+           OR list_sort(dq_warnings) IS DISTINCT FROM list_sort(_old_warnings)""",
+        [datetime.now(UTC)],
+    )
+    meta = {**_meta(ctx, rec), "rules": fp, "requalified": moved.num_rows}
+    if moved.num_rows == 0:
+        if changed:  # an empty commit records that these rules were applied to every row
+            ctx.lake.write(path, current.schema.empty_table(), mode="append", metadata=meta)
+        return 0
+    released = int(pc.sum(moved["_released"]).as_py() or 0)
+    ctx.lake.update_columns(
+        path, to_lake(moved.drop_columns(["_released"])), on=identity, metadata=meta
+    )
+    rec.rows_released += released
+    return released
+
+
+def _last_rules_fingerprint(ctx: RunContext, path: str) -> str | None:
+    for commit in ctx.lake.commits(path, limit=50):
+        if "rules" in commit["rcmlake"]:
+            return str(commit["rcmlake"]["rules"])
+    return None
 
 
 def run_silver(ctx: RunContext) -> list[LoadRecord]:
@@ -211,7 +285,8 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
         with ctx.engine.session() as s:
             staged = stage(s, ctx, m, seen)
             if not staged:
-                ctx.audit.record(rec.finish("no_change"))
+                requalify(s, ctx, m, rec)
+                ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
             register_silver(s, ctx)
             s.execute(f"CREATE OR REPLACE TEMP TABLE modeled AS {m.sql}")
@@ -220,6 +295,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             now = datetime.now(UTC)
             writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
             rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
+            requalify(s, ctx, m, rec)
         faults.point("silver.after_commit")
         _mark_processed(ctx, m, staged, now)
         ctx.audit.record(rec.finish("success"))
@@ -244,8 +320,14 @@ def _mark_processed(ctx: RunContext, m: Model, staged: list[tuple[str, str]], at
     )
 
 
-def _meta(ctx: RunContext, rec: LoadRecord) -> dict[str, object]:
+def _meta(ctx: RunContext, rec: LoadRecord, created: Model | None = None) -> dict[str, object]:
+    """Commit metadata; a commit that ``created`` the table evaluated every row under the
+    current rules, so it records their fingerprint (later writes evaluate only their rows)."""
+    extra = (
+        {"rules": rules_fingerprint(effective_rules(ctx.config, created.name))} if created else {}
+    )
     return {
+        **extra,
         "run_id": ctx.run_id,
         "batch_id": rec.batch_id,
         "layer": "silver",
@@ -272,7 +354,7 @@ def _write_full(
         silver_path(m.name),
         rows,
         mode="overwrite",
-        metadata=_meta(ctx, rec),
+        metadata=_meta(ctx, rec, None if exists else m),
         schema_mode=None if exists else "overwrite",
         predicate=predicate if exists else None,
     )
@@ -292,11 +374,12 @@ def _write_upsert(
             [now],
         )
     )
+    exists = ctx.lake.exists(silver_path(m.name))
     ctx.lake.merge(
         silver_path(m.name),
         rows,
         on=[m.key],
-        metadata=_meta(ctx, rec),
+        metadata=_meta(ctx, rec, None if exists else m),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
     )
@@ -373,7 +456,10 @@ def _write_scd2(
     path = silver_path(m.name)
     if current is None:
         ctx.lake.write(
-            path, new_rows.drop_columns(["_merge_key"]), mode="append", metadata=_meta(ctx, rec)
+            path,
+            new_rows.drop_columns(["_merge_key"]),
+            mode="append",
+            metadata=_meta(ctx, rec, m),  # created
         )
         return _counts(new_rows)
     staged = pa.concat_tables([new_rows, to_lake(closing)], promote_options="permissive")

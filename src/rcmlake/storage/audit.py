@@ -35,6 +35,7 @@ SCHEMA = pa.schema(
         ("rows_read", pa.int64()),
         ("rows_written", pa.int64()),
         ("rows_quarantined", pa.int64()),
+        ("rows_released", pa.int64()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("started_at", UTC_TS),
@@ -68,6 +69,7 @@ class LoadRecord:
     rows_read: int = 0
     rows_written: int = 0
     rows_quarantined: int = 0
+    rows_released: int = 0
     status: str = "success"
     error: str | None = None
     started_at: datetime = field(default_factory=now)
@@ -96,7 +98,7 @@ class AuditLog:
             return
         table = pa.Table.from_pylist([asdict(r) for r in records], schema=SCHEMA)
         with self._lock:
-            self.lake.write(AUDIT_PATH, table, mode="append")
+            self.lake.write(AUDIT_PATH, table, mode="append", schema_mode="merge")
             if self._known is not None:
                 self._known.update(r.batch_id for r in records)
 

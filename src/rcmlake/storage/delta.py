@@ -144,6 +144,35 @@ class Lake:
         except DeltaError as exc:
             raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
 
+    def update_columns(
+        self,
+        path: str,
+        source: pa.Table,
+        *,
+        on: Iterable[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Set the non-key columns of ``source`` on the rows matching it by ``on``, in one
+        commit (also when ``source`` is empty, to stamp ``metadata``)."""
+        dt = self.table(path)
+        assert dt is not None
+        keys = list(on)
+        predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
+        updates = {c: f"s.{_q(c)}" for c in source.column_names if c not in keys}
+        try:
+            merger = dt.merge(
+                source,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=_props(metadata),
+            )
+            return dict(merger.when_matched_update(updates).execute())
+        except CommitFailedError as exc:
+            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
+        except DeltaError as exc:
+            raise StorageError(f"cannot update {path}: {str(exc).splitlines()[0]}") from None
+
     def merge_scd2(
         self,
         path: str,

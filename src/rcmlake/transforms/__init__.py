@@ -8,6 +8,8 @@ runs and where the rows go.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -114,6 +116,59 @@ def rules(config: ProjectConfig, entity: str) -> list[RuleConfig]:
     return [r for r in [*defaults, *added] if r.name not in config.silver.disable_rules]
 
 
+@dataclass(frozen=True)
+class EffectiveRule:
+    """A rule with its severity per datasource (``by_datasource`` overrides ``severity``)."""
+
+    rule: RuleConfig
+    by_datasource: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    def severity_for(self, datasource: str) -> str:
+        return dict(self.by_datasource).get(datasource, self.rule.severity)
+
+    def severity_sql(self) -> str:
+        """SQL for this rule's severity on a row, by its ``datasource`` column."""
+        if not self.by_datasource:
+            return f"'{self.rule.severity}'"
+        whens = " ".join(f"WHEN '{ds}' THEN '{sev}'" for ds, sev in self.by_datasource)
+        return f"CASE datasource {whens} ELSE '{self.rule.severity}' END"
+
+    @property
+    def depends_on_other_tables(self) -> bool:
+        """Rules that look up another entity (foreign keys, code sets) can change their
+        verdict when that entity changes, so quarantined rows are re-checked every run."""
+        return "silver." in self.rule.predicate.lower()
+
+
+def effective_rules(config: ProjectConfig, entity: str) -> list[EffectiveRule]:
+    """The entity's rules with the severities of ``silver.severity`` applied."""
+    out = []
+    for r in rules(config, entity):
+        overrides = [o for o in config.silver.severity if o.rule == r.name]
+        base, by_ds = r.severity, {}
+        for o in overrides:
+            if o.datasources:
+                by_ds.update(dict.fromkeys(o.datasources, o.severity))
+            else:
+                base = o.severity
+        out.append(
+            EffectiveRule(r.model_copy(update={"severity": base}), tuple(sorted(by_ds.items())))
+        )
+    return out
+
+
+def rules_fingerprint(rs: list[EffectiveRule]) -> str:
+    """Changes when a rule is added, removed, re-written or changes severity."""
+    text = json.dumps(
+        [[r.name, r.rule.predicate, r.rule.severity, list(r.by_datasource)] for r in rs]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _rules_of(m: Model) -> list[RuleConfig]:
     typed = RuleConfig(
         name=VALUES_TYPED, table=m.name, predicate="len(cast_errors) = 0", severity="error"
@@ -172,3 +227,17 @@ def validate(config: ProjectConfig) -> None:
             )
     for entity in entities:
         rules(config, entity)
+    known = {r.name for e in entities for r in rules(config, e)}
+    sources = {*config.sources, *(ds for f in config.files.values() for ds in f.patterns), CODESETS}
+    for i, o in enumerate(config.silver.severity):
+        if o.rule not in known:
+            raise ConfigError(
+                f"unknown rule {o.rule!r}; known: {', '.join(sorted(known))}",
+                field=f"silver.severity.{i}.rule",
+            )
+        unknown_ds = sorted(set(o.datasources) - sources)
+        if unknown_ds:
+            raise ConfigError(
+                f"unknown datasource {unknown_ds[0]!r}; known: {', '.join(sorted(sources))}",
+                field=f"silver.severity.{i}.datasources",
+            )
