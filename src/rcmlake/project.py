@@ -222,13 +222,33 @@ class Project:
 
         return to_postgres(self.lake, resolve_env(url, field="--postgres"), schema=schema)
 
-    def rollback(self, table: str, version: int) -> int:
-        """Restore a lake table (e.g. ``silver/patients``) to an earlier Delta version."""
-        dt = self.lake.table(table)
-        if dt is None:
-            raise ConfigError(f"no table {table!r} in the lake")
-        dt.restore(version)
-        return dt.version()
+    def rollback(
+        self,
+        run_id: str | None = None,
+        *,
+        table: str | None = None,
+        version: int | None = None,
+    ) -> list[LoadRecord]:
+        """Undo ``run_id`` and every later run (each table, the watermarks in their commits,
+        silver's processed batches, the gold release and archived landing files move back
+        together), or restore one ``table`` (e.g. ``silver/patients``) to ``version``.
+
+        Example::
+
+            project.rollback("run-20250701T020000-1a2b3c4d")
+            project.run()          # loads again what that run had loaded
+        """
+        from rcmlake.layers.rollback import rollback_before, rollback_table
+
+        if (run_id is None) == (table is None):
+            raise ConfigError("give a run id, or a table and a version")
+        ctx = self.context()
+        with lake_lock(self.lake.root, local=self.lake.is_local):
+            if run_id is not None:
+                return rollback_before(ctx, run_id)
+            if version is None:
+                raise ConfigError("a table rollback needs --version")
+            return [rollback_table(ctx, table or "", version)]
 
 
 def _silver_entities(tables: list[str]) -> list[str]:

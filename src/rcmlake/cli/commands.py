@@ -225,3 +225,31 @@ def export(
             f"published to PostgreSQL schema {schema_name}",
             [{"table": k, "rows": v} for k, v in counts.items()],
         )
+
+
+@app.command()
+def rollback(
+    run_id: Annotated[
+        str | None, typer.Argument(help="Undo this run and every later one (see `rcmlake status`).")
+    ] = None,
+    config: ConfigOpt = None,
+    table: Annotated[
+        str | None, typer.Option(help="Restore one table instead, e.g. silver/patients.")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="With --table: the Delta version.")] = None,
+) -> None:
+    """Roll the lake back before a run (or one table to a version); the next run reloads."""
+    records = project(config).rollback(run_id, table=table, version=version)
+    console().table(
+        "rolled back",
+        [
+            {
+                "table": f"{r.layer}/{r.datasource}/{r.table}".replace("/*/", "/"),
+                "from": r.watermark_from,
+                "to": r.watermark_to,
+                "version": r.delta_version,
+            }
+            for r in records
+        ],
+    )
+    console().info(f"{len(records)} tables moved; run `rcmlake run` to load again")

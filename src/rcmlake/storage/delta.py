@@ -213,6 +213,18 @@ class Lake:
         except DeltaError as exc:
             raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
 
+    def delete(self, path: str, predicate: str) -> None:
+        """Delete the rows matching ``predicate`` in one commit."""
+        dt = self.table(path)
+        if dt is None:
+            return
+        try:
+            dt.delete(predicate)
+        except CommitFailedError as exc:
+            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
+        except DeltaError as exc:
+            raise StorageError(f"cannot delete from {path}: {str(exc).splitlines()[0]}") from None
+
     def commits(self, path: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit infos, newest first, with rcmlake's metadata unpacked under ``rcmlake``."""
         dt = self.table(path)
@@ -227,6 +239,11 @@ class Lake:
             }
             out.append({**info, "rcmlake": meta})
         return out
+
+
+def commit_properties(metadata: dict[str, Any] | None) -> CommitProperties | None:
+    """rcmlake's metadata as Delta commit properties (``rcmlake.<key>`` = JSON)."""
+    return _props(metadata)
 
 
 def _props(metadata: dict[str, Any] | None) -> CommitProperties | None:
