@@ -437,3 +437,41 @@ def test_rolling_back_one_silver_table_reprocesses_its_batches(workdir: Path) ->
     assert len(_lake_tables(project, "silver")["transactions"]) < len(before)
     assert project.run(["silver"]).exit_code == 0
     assert _lake_tables(project, "silver")["transactions"] == before
+
+
+def test_an_emptied_full_table_fails_by_default_and_empties_when_accepted(workdir: Path) -> None:
+    project = make_project(workdir)
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    con = _sqlite(workdir)
+    held = con.execute("SELECT count(*) FROM departments").fetchone()[0]
+    con.execute("DELETE FROM departments")
+    con.commit()
+    con.close()
+    bronze = project.lake.table("bronze/hospital_a/departments").version()
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 1
+    (failed,) = result.failed
+    assert (failed.datasource, failed.table) == ("hospital_a", "departments")
+    assert f"returned no rows where bronze holds {held:,}" in failed.error
+    assert project.lake.table("bronze/hospital_a/departments").version() == bronze
+    silver = project.lake.read(silver_path("departments"))
+    assert silver.filter(pc.equal(silver["datasource"], "hospital_a")).num_rows == held
+    # the user says an empty table is real: bronze and silver empty for hospital A only
+    raw = __import__("yaml").safe_load((workdir / "rcmlake.yaml").read_text())
+    for t in raw["sources"]["hospital_a"]["tables"]:
+        if t["name"] == "departments":
+            t["on_empty"] = "accept"
+    (workdir / "rcmlake.yaml").write_text(__import__("yaml").safe_dump(raw))
+    project = Project.load(workdir / "rcmlake.yaml")
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    assert project.lake.read("bronze/hospital_a/departments").num_rows == 0
+    silver = project.lake.read(silver_path("departments"))
+    assert silver.filter(pc.equal(silver["datasource"], "hospital_a")).num_rows == 0
+    assert silver.filter(pc.equal(silver["datasource"], "hospital_b")).num_rows > 0
+    dept = next(r for r in result.records if r.layer == "silver" and r.table == "departments")
+    assert (dept.status, dept.rows_written) == ("success", held)
+    # and again: nothing more changes
+    assert {
+        r.status for r in project.run(["bronze", "silver"]).records if r.table == "departments"
+    } == {"no_change"}

@@ -43,6 +43,12 @@ class TableConfig(Strict):
     watermark: str | None = Field(None, description="Column compared for incremental loads.")
     primary_key: list[str] = Field(default_factory=list)
     active: bool = True
+    on_empty: Literal["fail", "accept"] = Field(
+        "fail",
+        description="A full table that comes back empty while bronze holds rows: `fail` "
+        "(default; an empty EMR table is usually an outage, nothing changes) or `accept` "
+        "(empty it in bronze and silver).",
+    )
     target: str | None = Field(
         None, pattern=IDENT, description="Bronze folder name; defaults to the entity."
     )

@@ -19,7 +19,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, TableConfig
-from rcmlake.errors import FileRejected, RcmlakeError, is_transient
+from rcmlake.errors import FileRejected, RcmlakeError, SourceError, is_transient
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
@@ -91,6 +91,7 @@ def load_table(
             top = s.scalar(f'SELECT CAST(max("{table.watermark}") AS VARCHAR) FROM {new_rows}')
             rec.watermark_to = top or since
         content = None
+        emptied = False
         if table.load_type == "full":
             content = str(
                 s.scalar(
@@ -99,7 +100,15 @@ def load_table(
             )
             if content == last_content_hash(ctx, path):
                 count = 0
-        if count == 0:
+            elif count == 0 and (held := _rows_held(ctx, path)):
+                if table.on_empty == "fail":
+                    raise SourceError(
+                        f"{source.name}.{table.name}: the source returned no rows where bronze "
+                        f"holds {held:,}; nothing changed (an empty EMR table is usually an "
+                        "outage; set `on_empty: accept` on the table to let it empty)"
+                    )
+                emptied = True
+        if count == 0 and not emptied:
             ctx.audit.record(rec.finish("no_change"))
             return rec
         data = with_lineage(
@@ -116,6 +125,11 @@ def load_table(
     faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
     return rec
+
+
+def _rows_held(ctx: RunContext, path: str) -> int:
+    data = ctx.lake.dataset(path)
+    return data.count_rows() if data is not None else 0
 
 
 def _lit(value: str) -> str:

@@ -283,7 +283,13 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     ctx.audit.recover(silver_path(m.name), layer="silver", datasource="*", table=m.name)
     try:
         with ctx.engine.session() as s:
+            if m.history == "full":
+                rec.rows_written += _empty_emptied(ctx, m, rec)
             staged = stage(s, ctx, m, seen)
+            if not staged and rec.rows_written:
+                faults.point("silver.after_commit")
+                ctx.audit.record(rec.finish("success"))
+                return rec
             if not staged:
                 requalify(s, ctx, m, rec)
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
@@ -302,6 +308,25 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     except RcmlakeError as exc:
         ctx.audit.record(rec.finish("failed", str(exc)))
     return rec
+
+
+def _empty_emptied(ctx: RunContext, m: Model, rec: LoadRecord) -> int:
+    """A full entity whose bronze table was emptied (``on_empty: accept``) is emptied for that
+    datasource too: an empty load has no batch for ``stage`` to find. Returns rows removed."""
+    current = ctx.lake.dataset(silver_path(m.name))
+    if current is None:
+        return 0
+    emptied = []
+    for ds, path in inputs(ctx, m):
+        data = ctx.lake.dataset(path)
+        if data is not None and data.count_rows() == 0:
+            emptied.append(ds)
+    if not emptied:
+        return 0
+    predicate = "datasource IN (" + ", ".join(f"'{d}'" for d in emptied) + ")"
+    if current.count_rows(filter=pc.field("datasource").isin(emptied)) == 0:
+        return 0
+    return ctx.lake.delete(silver_path(m.name), predicate, metadata=_meta(ctx, rec))
 
 
 def _mark_processed(ctx: RunContext, m: Model, staged: list[tuple[str, str]], at: datetime) -> None:

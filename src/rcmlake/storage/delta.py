@@ -213,13 +213,14 @@ class Lake:
         except DeltaError as exc:
             raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
 
-    def delete(self, path: str, predicate: str) -> None:
-        """Delete the rows matching ``predicate`` in one commit."""
+    def delete(self, path: str, predicate: str, metadata: dict[str, Any] | None = None) -> int:
+        """Delete the rows matching ``predicate`` in one commit; returns how many."""
         dt = self.table(path)
         if dt is None:
-            return
+            return 0
         try:
-            dt.delete(predicate)
+            done = dt.delete(predicate, commit_properties=_props(metadata))
+            return int(done.get("num_deleted_rows", 0))
         except CommitFailedError as exc:
             raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
         except DeltaError as exc:
