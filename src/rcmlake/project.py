@@ -204,9 +204,9 @@ class Project:
                    round(100 * sum(payments) / nullif(sum(gross_charges - contractual_adjustments), 0), 1)
                        AS "net coll %",
                    round(100.0 * sum(claims_denied) / nullif(sum(claims_adjudicated), 0), 1) AS "denial %",
-                   round(100.0 * sum(claims_clean) / nullif(sum(claims_adjudicated + claims_rejected), 0), 1)
-                       AS "clean claim %",
-                   round(arg_max(days_in_ar, month), 1) AS "days in A/R",
+                   round(100.0 * sum(claims_first_pass) / nullif(sum(claims_adjudicated + claims_rejected), 0), 1)
+                       AS "first-pass %",
+                   round(arg_max(days_in_ar_gross, month), 1) AS "days in A/R (gross)",
                    round(100 * arg_max(ar_over_90_share, month), 1) AS "A/R>90 %"
             FROM recent GROUP BY datasource ORDER BY datasource""")
         return table.to_pylist()

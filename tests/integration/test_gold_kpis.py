@@ -117,7 +117,7 @@ PAYER_TYPE = {
 }
 
 
-def build(tmp: Path, untyped: bool = False) -> Project:
+def build(tmp: Path, untyped: bool = False, **config: object) -> Project:
     """The tiny hospital; ``untyped`` stores its EMR as an all-TEXT staging schema would."""
     (tmp / "sources").mkdir()
     con = sqlite3.connect(tmp / "sources" / "tiny.db")
@@ -224,6 +224,7 @@ def build(tmp: Path, untyped: bool = False) -> Project:
             },
         },
         "gold": {"as_of": AS_OF.isoformat()},
+        **config,
     }
     project = Project(parse_config(raw, base_dir=tmp))
     result = project.run()
@@ -334,11 +335,13 @@ def test_ar_aging_buckets_and_over_90(tiny: Project, at: date) -> None:
 def test_days_in_ar(tiny: Project, at: date) -> None:
     ar = sum(r[2] for r in open_ar(at))
     last_90 = sum(r[2] for r in ROWS if 0 <= (at - r[1]).days < 90)
-    assert kpi(tiny, month_of(at).isoformat())["days_in_ar"] == pytest.approx(ar / (last_90 / 90))
+    assert kpi(tiny, month_of(at).isoformat())["days_in_ar_gross"] == pytest.approx(
+        ar / (last_90 / 90)
+    )
 
 
 @pytest.mark.parametrize("month", ["2025-01-01", "2025-02-01", "2025-03-01"])
-def test_denial_rejection_clean_claim_and_lags(tiny: Project, month: str) -> None:
+def test_denial_rejection_first_pass_yield_and_lags(tiny: Project, month: str) -> None:
     claims = [r for r in ROWS if month_of(r[5]) == D(month)]
     adjudicated = [r for r in claims if r[6] in ("Paid", "Approved", "Denied")]
     denied = [r for r in claims if r[6] == "Denied"]
@@ -353,7 +356,7 @@ def test_denial_rejection_clean_claim_and_lags(tiny: Project, month: str) -> Non
     else:
         assert got["denial_rate"] is None
     assert got["rejection_rate"] == pytest.approx(len(rejected) / len(claims))
-    assert got["clean_claim_rate"] == pytest.approx(len(clean) / (len(adjudicated) + len(rejected)))
+    assert got["first_pass_yield"] == pytest.approx(len(clean) / (len(adjudicated) + len(rejected)))
     lags = [(r[5] - r[1]).days for r in claims]
     assert got["claim_lag_mean"] == pytest.approx(mean(lags)) and got[
         "claim_lag_median"
@@ -419,3 +422,65 @@ def test_denials_mart_and_fact_claim(tiny: Project) -> None:
     assert all(
         r["patient_sk"] > 0 and r["payer_sk"] > 0 and r["procedure_sk"] > 0 for r in fc.values()
     )
+
+
+def test_claim_kpis_survive_a_feed_whose_every_line_is_quarantined(tmp_path: Path) -> None:
+    rule = {"name": "no_lines", "table": "transactions", "predicate": "false", "severity": "error"}
+    project = build(tmp_path, silver={"rules": [rule]})
+    assert project.sql("SELECT count(*) FROM fact_transaction").column(0)[0].as_py() == 0
+    months = ["2025-01-01", "2025-02-01", "2025-03-01"]
+    for month in months:
+        got = kpi(project, month)
+        claims = [r for r in ROWS if month_of(r[5]) == D(month)]
+        adjudicated = [r for r in claims if r[6] in ("Paid", "Approved", "Denied")]
+        denied = [r for r in claims if r[6] == "Denied"]
+        rejected = [r for r in claims if r[6] == "Rejected"]
+        first = [r for r in claims if r[6] in ("Paid", "Approved")]
+        assert got["rejection_rate"] == pytest.approx(len(rejected) / len(claims))
+        assert got["first_pass_yield"] == pytest.approx(
+            len(first) / (len(adjudicated) + len(rejected))
+        )
+        if adjudicated:
+            assert got["denial_rate"] == pytest.approx(len(denied) / len(adjudicated))
+        at = (
+            AS_OF
+            if month == "2025-03-01"
+            else D(month).replace(day=28 if month == "2025-02-01" else 31)
+        )
+        assert float(got["ar_total"]) == sum(r[2] for r in open_ar(at))
+        cohort = [r for r in ROWS if month_of(r[1]) == D(month)]
+        assert float(got["gross_charges"]) == sum(r[2] for r in cohort)  # billed on its claims
+        assert got["inputs"] == "claims+encounters"
+    revenue = project.sql("SELECT DISTINCT inputs FROM mart_revenue_monthly").column(0).to_pylist()
+    assert revenue == ["claims"]
+
+
+def test_inputs_name_every_source_of_a_kpi_row(tiny: Project) -> None:
+    assert {kpi(tiny, m)["inputs"] for m in ("2025-01-01", "2025-02-01", "2025-03-01")} == {
+        "transactions+claims+encounters"
+    }
+
+
+def test_paid_date_sources_and_impossible_payment_lags(tmp_path: Path) -> None:
+    project = build(tmp_path)
+    con = sqlite3.connect(tmp_path / "sources" / "tiny.db")
+    # claim 1 (served 01-05, claimed 01-07): its line says it was paid before it was claimed
+    con.execute("UPDATE transactions SET PaidDate = '2025-01-06' WHERE TransactionID = 'TRANS1'")
+    # claim 4: the line lost its paid date, so the claim's own modified date (03-20) is used
+    con.execute("UPDATE transactions SET PaidDate = NULL WHERE TransactionID = 'TRANS4'")
+    con.commit()
+    con.close()
+    assert project.run().exit_code == 0
+    fc = {r["claim_id"]: r for r in project.sql("SELECT * FROM fact_claim").to_pylist()}
+    one, four = fc["CLAIM1"], fc["CLAIM4"]
+    assert (one["paid_date"], one["paid_date_source"]) == (D("2025-01-06"), "transaction")
+    assert one["is_payment_lag_impossible"] and one["payment_lag_days"] is None
+    assert (four["paid_date"], four["paid_date_source"], four["payment_lag_days"]) == (
+        D("2025-03-20"),
+        "claim_modified",
+        (D("2025-03-20") - D("2025-02-16")).days,
+    )
+    assert not four["is_payment_lag_impossible"]
+    assert fc["CLAIM2"]["paid_date_source"] is None  # denied: not paid
+    jan = kpi(project, "2025-01-01")
+    assert jan["claims_paid_before_claim_date"] == 1 and jan["payment_lag_mean"] is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -81,13 +81,18 @@ def _built_unreleased(ctx: RunContext, fp: str) -> dict[str, int] | None:
 
 
 def default_as_of(s: Any) -> date:
-    """The last month end the data reaches (so synthetic history is not aged against today)."""
-    top = s.scalar(
-        "SELECT max(greatest(service_date, coalesce(paid_date, service_date))) FROM silver.transactions"
-    )
-    top = top or date.today()
-    first_next = date(top.year + top.month // 12, top.month % 12 + 1, 1)
-    return first_next - timedelta(days=1)
+    """The last day the data reaches: the latest service, claim or paid date among rows that
+    passed quality, never after today (UTC). A/R is aged to that day, not to the end of its
+    month (which would age every open claim by days the data has not seen yet), and a
+    future-dated row, quarantined, cannot move it."""
+    top = s.scalar("""
+        SELECT max(d) FROM (
+            SELECT greatest(service_date, coalesce(paid_date, service_date)) AS d
+            FROM silver.transactions WHERE NOT is_quarantined
+            UNION ALL
+            SELECT greatest(service_date, claim_date) FROM silver.claims WHERE NOT is_quarantined
+        ) WHERE d <= current_date""")
+    return top or datetime.now(UTC).date()
 
 
 def with_descriptions(table: pa.Table, m: Model) -> pa.Table:

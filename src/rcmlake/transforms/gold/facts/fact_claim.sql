@@ -1,5 +1,8 @@
 -- One row per claim. Allowed = paid + patient responsibility once adjudicated payable; the
 -- contractual adjustment is what a paid claim leaves of the billed amount beyond both.
+-- Paid date (docs/KPIS.md): a Paid claim's transaction PaidDate, else the claim's last-modified
+-- date (when the payer reported it paid); `paid_date_source` says which. A paid date before the
+-- claim date is impossible: kept (the claim is not in A/R), flagged, and left out of payment lag.
 WITH c AS (
     SELECT * FROM silver.claims WHERE NOT is_quarantined
 ), t AS (
@@ -10,6 +13,9 @@ WITH c AS (
         t.procedure_code, t.icd_code,
         CASE WHEN c.claim_status = 'Paid' THEN coalesce(t.paid_date, CAST(c.source_modified_at AS DATE)) END
             AS paid_date_resolved,
+        CASE WHEN c.claim_status = 'Paid' THEN
+            CASE WHEN t.paid_date IS NOT NULL THEN 'transaction' ELSE 'claim_modified' END
+        END AS paid_date_source,
         coalesce(c.deductible, 0) + coalesce(c.coinsurance, 0) + coalesce(c.copay, 0) AS patient_resp
     FROM c LEFT JOIN t USING (transaction_key)
 )
@@ -33,6 +39,7 @@ SELECT
     CASE WHEN b.claim_status IN ('Paid', 'Approved', 'Denied') THEN CAST(b.source_modified_at AS DATE) END
         AS adjudicated_date,
     b.paid_date_resolved AS paid_date,
+    b.paid_date_source,
     b.claim_amount AS billed_amount,
     CAST(coalesce(b.paid_amount, 0) AS DECIMAL(18, 2)) AS paid_amount,
     CAST(b.patient_resp AS DECIMAL(18, 2)) AS patient_responsibility,
@@ -46,7 +53,9 @@ SELECT
     b.claim_status = 'Rejected' AS is_rejected,
     CASE WHEN b.claim_status = 'Denied' THEN 'not provided by source' END AS denial_reason,
     date_diff('day', b.service_date, b.claim_date) AS claim_lag_days,
-    date_diff('day', b.claim_date, b.paid_date_resolved) AS payment_lag_days,
+    CASE WHEN b.paid_date_resolved >= b.claim_date THEN date_diff('day', b.claim_date, b.paid_date_resolved) END
+        AS payment_lag_days,
+    coalesce(b.paid_date_resolved < b.claim_date, false) AS is_payment_lag_impossible,
     CAST(date_trunc('month', b.service_date) AS DATE) AS service_month
 FROM base b
 LEFT JOIN gold.dim_patient pt

@@ -1,22 +1,33 @@
--- One row of headline KPIs per hospital and month (formulas: CDM.md).
--- Cohorts: charges, payments and collection rates by service month; denial, rejection and clean-claim
--- rates by claim month; payment lag by paid month; A/R and days in A/R at the month end.
-WITH months AS (
-    SELECT DISTINCT f.datasource, d.month_start AS month, last_day(d.month_start) AS month_end
+-- One row of headline KPIs per hospital and month (formulas and definitions: docs/KPIS.md).
+-- Cohorts: charges, payments and collection rates by service month; denial, rejection and first-pass
+-- rates by claim month; payment lag by paid month; A/R and days in A/R (gross) at the month end.
+-- A hospital whose transaction lines are all unusable still gets its claim-based KPIs (and charges
+-- from its claims); `inputs` names what each row was computed from.
+WITH charges AS (
+    SELECT datasource, service_date, charge_amount AS amount FROM gold.fact_transaction
+    UNION ALL
+    SELECT datasource, service_date, billed_amount FROM gold.fact_claim
+    WHERE datasource NOT IN (SELECT datasource FROM gold.fact_transaction)
+), spans AS (
+    SELECT datasource, min(service_date) AS first_day FROM charges GROUP BY datasource
+    UNION ALL
+    SELECT datasource, min(claim_date) FROM gold.fact_claim GROUP BY datasource
+), months AS (
+    SELECT DISTINCT s.datasource, d.month_start AS month, last_day(d.month_start) AS month_end
     FROM gold.dim_date d
-    CROSS JOIN (SELECT DISTINCT datasource FROM gold.fact_transaction) f
+    JOIN (SELECT datasource, min(first_day) AS first_day FROM spans GROUP BY datasource) s
+      ON d.month_start >= CAST(date_trunc('month', s.first_day) AS DATE)
     CROSS JOIN params p
-    WHERE d.month_start >= (SELECT min(service_month) FROM gold.fact_transaction)
-      AND d.month_start <= CAST(date_trunc('month', p.as_of_date) AS DATE)
+    WHERE d.month_start <= CAST(date_trunc('month', p.as_of_date) AS DATE)
 ), revenue AS (
-    SELECT datasource, service_month AS month, sum(charge_amount) AS gross_charges,
-           sum(payment_amount) AS payments, sum(adjustment_amount) AS adjustments
-    FROM gold.fact_transaction GROUP BY ALL
+    SELECT datasource, service_month AS month, sum(gross_charges) AS gross_charges,
+           sum(payments) AS payments, sum(contractual_adjustments) AS adjustments, any_value(inputs) AS inputs
+    FROM gold.mart_revenue_monthly GROUP BY ALL
 ), charges_90 AS (
-    SELECT m.datasource, m.month, sum(t.charge_amount) AS charges_90d
-    FROM months m JOIN gold.fact_transaction t
-      ON t.datasource = m.datasource AND t.service_date > m.month_end - INTERVAL 90 DAY
-     AND t.service_date <= m.month_end
+    SELECT m.datasource, m.month, sum(c.amount) AS charges_90d
+    FROM months m JOIN charges c
+      ON c.datasource = m.datasource AND c.service_date > m.month_end - INTERVAL 90 DAY
+     AND c.service_date <= m.month_end
     GROUP BY ALL
 ), ar AS (
     SELECT datasource, CAST(date_trunc('month', as_of_date) AS DATE) AS month,
@@ -33,13 +44,14 @@ WITH months AS (
            sum(billed_amount) FILTER (WHERE claim_status IN ('Paid', 'Approved', 'Denied')) AS adjudicated_amount,
            sum(billed_amount) FILTER (WHERE is_denied) AS denied_amount,
            count(*) FILTER (WHERE is_rejected) AS claims_rejected,
-           count(*) FILTER (WHERE claim_status IN ('Paid', 'Approved')) AS claims_clean,
+           count(*) FILTER (WHERE claim_status IN ('Paid', 'Approved')) AS claims_first_pass,
            avg(claim_lag_days) AS claim_lag_mean,
            median(claim_lag_days) AS claim_lag_median
     FROM gold.fact_claim GROUP BY ALL
 ), paid AS (
     SELECT datasource, CAST(date_trunc('month', paid_date) AS DATE) AS month,
-           avg(payment_lag_days) AS payment_lag_mean, median(payment_lag_days) AS payment_lag_median
+           avg(payment_lag_days) AS payment_lag_mean, median(payment_lag_days) AS payment_lag_median,
+           count(*) FILTER (WHERE is_payment_lag_impossible) AS claims_paid_before_claim_date
     FROM gold.fact_claim WHERE paid_date IS NOT NULL GROUP BY ALL
 ), visits AS (
     SELECT datasource, service_month AS month, count(*) AS encounters,
@@ -58,19 +70,21 @@ SELECT
     CAST(r.payments AS DOUBLE) / nullif(CAST(r.gross_charges - r.adjustments AS DOUBLE), 0) AS net_collection_rate,
     CAST(coalesce(a.ar_total, 0) AS DECIMAL(18, 2)) AS ar_total,
     CAST(coalesce(a.ar_over_90, 0) AS DOUBLE) / nullif(CAST(a.ar_total AS DOUBLE), 0) AS ar_over_90_share,
-    CAST(a.ar_total AS DOUBLE) / nullif(CAST(tr.charges_90d AS DOUBLE) / 90, 0) AS days_in_ar,
+    -- gross method (MGMA): billed A/R ÷ average daily gross charges of the last 90 days
+    CAST(a.ar_total AS DOUBLE) / nullif(CAST(tr.charges_90d AS DOUBLE) / 90, 0) AS days_in_ar_gross,
     coalesce(s.claims_submitted, 0) AS claims_submitted,
     CAST(s.claims_denied AS DOUBLE) / nullif(s.claims_adjudicated, 0) AS denial_rate,
     CAST(coalesce(s.denied_amount, 0) AS DOUBLE) / nullif(CAST(s.adjudicated_amount AS DOUBLE), 0) AS denial_rate_amount,
     CAST(s.claims_rejected AS DOUBLE) / nullif(s.claims_submitted, 0) AS rejection_rate,
-    -- first-pass outcome known: claims still pending are not yet clean or unclean
-    CAST(s.claims_clean AS DOUBLE) / nullif(s.claims_adjudicated + s.claims_rejected, 0) AS clean_claim_rate,
+    -- first-pass yield, not MAP CL-1 (which counts claims passing scrubber edits): paid or
+    -- approved ÷ claims with a first-pass outcome; claims still pending are neither yet
+    CAST(s.claims_first_pass AS DOUBLE) / nullif(s.claims_adjudicated + s.claims_rejected, 0) AS first_pass_yield,
     s.claim_lag_mean,
     -- components, so the KPIs can be re-aggregated across hospitals and months
     coalesce(s.claims_adjudicated, 0) AS claims_adjudicated,
     coalesce(s.claims_denied, 0) AS claims_denied,
     coalesce(s.claims_rejected, 0) AS claims_rejected,
-    coalesce(s.claims_clean, 0) AS claims_clean,
+    coalesce(s.claims_first_pass, 0) AS claims_first_pass,
     CAST(coalesce(s.adjudicated_amount, 0) AS DECIMAL(18, 2)) AS adjudicated_amount,
     CAST(coalesce(s.denied_amount, 0) AS DECIMAL(18, 2)) AS denied_amount,
     CAST(coalesce(a.ar_over_90, 0) AS DECIMAL(18, 2)) AS ar_over_90,
@@ -79,12 +93,16 @@ SELECT
     CAST(coalesce(v.encounter_payments, 0) AS DECIMAL(18, 2)) AS encounter_payments,
     CAST(s.claim_lag_median AS DOUBLE) AS claim_lag_median,
     pd.payment_lag_mean,
+    coalesce(pd.claims_paid_before_claim_date, 0) AS claims_paid_before_claim_date,
     CAST(pd.payment_lag_median AS DOUBLE) AS payment_lag_median,
     coalesce(v.encounters, 0) AS encounters,
     CAST(v.encounter_payments AS DOUBLE) / nullif(v.encounters_with_charge, 0) AS avg_reimbursement_per_encounter,
-    'charges/payments by service month; denials, rejections, clean claims and claim lag by claim month; '
+    concat_ws('+', CASE WHEN r.inputs = 'transactions' THEN 'transactions' END,
+              CASE WHEN r.inputs = 'claims' OR s.claims_submitted > 0 OR a.ar_total IS NOT NULL THEN 'claims' END,
+              CASE WHEN v.encounters > 0 THEN 'encounters' END) AS inputs,
+    'charges/payments by service month; denials, rejections, first-pass yield and claim lag by claim month; '
         || 'payment lag by paid month; A/R at month end aged by ' || any_value(p.aging_basis) OVER () AS basis,
-    'refunds; denial reasons; adjudication history (initial denial and clean-claim rates use current status)'
+    'refunds; denial reasons; adjudication history (initial denial rate and first-pass yield use current status)'
         AS missing_fields
 FROM months m
 CROSS JOIN params p
