@@ -100,6 +100,8 @@ class Project:
         from rcmlake.transforms import validate
 
         validate(self.config)
+        for notice in self.config.notices:
+            self.console.info(notice)
         ctx = self.context()
         result = RunResult(ctx.run_id)
         with lake_lock(self.lake.root, local=self.lake.is_local):

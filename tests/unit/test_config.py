@@ -178,3 +178,27 @@ def test_the_examples_are_valid() -> None:
         len(group.sources["hospital_a"].tables) == 5 and group.sources["hospital_b"].type == "mssql"
     )
     assert group.lake_uri == "s3://rcm-lake/prod"
+
+
+def test_the_yaml_overrides_one_load_config_row_and_says_so(tmp_path: Path) -> None:
+    from rcmlake.console import QuietConsole
+    from rcmlake.project import Project
+
+    (tmp_path / "load_config.csv").write_text(LOAD_CONFIG)
+    raw = demo_raw()
+    for s in raw["sources"].values():
+        s["tables"] = []
+    raw["sources"]["hospital_a"]["tables"] = [
+        {"name": "patients", "load_type": "incremental", "watermark": "LastEdited"}
+    ]
+    raw["tables_csv"] = "load_config.csv"
+    config = load_config(write(tmp_path, raw))
+    a = {t.name: t for t in config.sources["hospital_a"].tables}
+    assert a["patients"].watermark == "LastEdited" and a["departments"].load_type == "full"
+    assert [t.name for t in config.sources["hospital_a"].tables].count("patients") == 1
+    assert config.notices == (
+        "hospital_a.patients: rcmlake.yaml overrides the load_config.csv row",
+    )
+    console = QuietConsole()
+    Project(config, console=console).run(["gold"])
+    assert ("info", config.notices[0]) in console.events

@@ -103,17 +103,15 @@ def _merge_load_config(config: ProjectConfig, csv_path: Path) -> ProjectConfig:
             raise _config_error(exc, str(csv_path), prefix=field) from None
         added.setdefault(name, []).append(table)
     sources = dict(config.sources)
+    notices = [*config.notices]
     for name, tables in added.items():
-        existing = {t.name for t in sources[name].tables}
-        clash = existing & {t.name for t in tables}
-        if clash:
-            raise ConfigError(
-                f"table(s) {sorted(clash)} of {name} are listed in both files", file=str(csv_path)
-            )
-        sources[name] = sources[name].model_copy(
-            update={"tables": [*sources[name].tables, *tables]}
-        )
-    return config.model_copy(update={"sources": sources})
+        own = {t.name for t in sources[name].tables}
+        for t in tables:
+            if t.name in own:  # the YAML's row wins, so one watermark is fixed without the CSV
+                notices.append(f"{name}.{t.name}: rcmlake.yaml overrides the {csv_path.name} row")
+        kept = [t for t in tables if t.name not in own]
+        sources[name] = sources[name].model_copy(update={"tables": [*sources[name].tables, *kept]})
+    return config.model_copy(update={"sources": sources, "notices": tuple(notices)})
 
 
 def read_load_config(path: Path) -> list[tuple[int, dict[str, str]]]:
@@ -137,5 +135,6 @@ def json_schema() -> str:
     """The JSON Schema of ``rcmlake.yaml`` for editors (yaml-language-server)."""
     schema = ProjectConfig.model_json_schema(mode="validation")
     schema["properties"].pop("base_dir", None)
+    schema["properties"].pop("notices", None)
     schema["title"] = "rcmlake.yaml"
     return json.dumps(schema, indent=2)

@@ -232,6 +232,9 @@ class ProjectConfig(Strict):
     gold: GoldConfig = GoldConfig()
     run: RunConfig = RunConfig()
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths start from.")
+    notices: tuple[str, ...] = Field(
+        (), exclude=True, description="What loading the config decided (shown when a run starts)."
+    )
 
     @field_validator("sources")
     @classmethod

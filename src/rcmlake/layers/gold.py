@@ -87,10 +87,10 @@ def default_as_of(s: Any) -> date:
     future-dated row, quarantined, cannot move it."""
     top = s.scalar("""
         SELECT max(d) FROM (
-            SELECT greatest(service_date, coalesce(paid_date, service_date)) AS d
+            SELECT CAST(greatest(service_date, coalesce(paid_date, service_date)) AS DATE) AS d
             FROM silver.transactions WHERE NOT is_quarantined
             UNION ALL
-            SELECT greatest(service_date, claim_date) FROM silver.claims WHERE NOT is_quarantined
+            SELECT CAST(greatest(service_date, claim_date) AS DATE) FROM silver.claims WHERE NOT is_quarantined
         ) WHERE d <= current_date""")
     return top or datetime.now(UTC).date()
 
