@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from rcmlake.layers.bronze import bronze_path
 from rcmlake.project import Project
+from rcmlake.sources.sql import SqlSource
 from rcmlake.storage.audit import AUDIT_PATH
 from tests.conftest import SMALL, Backend, make_project
 
@@ -33,8 +34,6 @@ def versions(project: Project) -> dict[str, int]:
 
 
 def source_rows(backend: Backend, project: Project, ds: str, table: str) -> int:
-    from rcmlake.sources.sql import SqlSource
-
     src = SqlSource(ds, project.config.sources[ds], project.config.base_dir)
     engine = sa.create_engine(src.sqlalchemy_url())
     with engine.connect() as con:
@@ -101,9 +100,12 @@ def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
                 )
             )
         )
-        assert len(set(current["TransactionID"].drop_null().to_pylist())) == len(
-            {r for r in current["TransactionID"].to_pylist() if r}
-        )
+        src = SqlSource(ds, project.config.sources[ds], project.config.base_dir)
+        engine = sa.create_engine(src.sqlalchemy_url())
+        with engine.connect() as con:
+            ids = {r[0] for r in con.execute(sa.text("SELECT TransactionID FROM transactions"))}
+        engine.dispose()
+        assert set(current["TransactionID"].drop_null().to_pylist()) == ids - {None}
     assert changed["updates"] == 1
 
 

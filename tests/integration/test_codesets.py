@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 from collections import Counter
@@ -191,10 +192,12 @@ def test_api_code_sets_feed_silver_and_are_cached(workdir: Path, server: str) ->
     assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
     codes = project.lake.read(silver_path("icd_codes"))
     used = set(icd_catalog()["code"].to_pylist())
-    assert (
-        set(codes["icd_code"].to_pylist()) <= used
-        and "ZZZ.999" not in codes["icd_code"].to_pylist()
+    # exactly the codes the hospitals use that the API knows (ZZZ.999 is not a code)
+    tx_codes = set(
+        project.lake.read(silver_path("transactions"))["icd_code"].drop_null().to_pylist()
     )
+    assert set(codes["icd_code"].to_pylist()) == (tx_codes & used)
+    assert codes.num_rows > 0 and "ZZZ.999" not in codes["icd_code"].to_pylist()
     registry = project.lake.read(silver_path("npi_providers"))
     assert registry.num_rows == 30 and set(registry["npi"].to_pylist()) == set(nums[:30])
     manifest = _json.loads((workdir / "synth_manifest.json").read_text())
@@ -208,6 +211,8 @@ def test_api_code_sets_feed_silver_and_are_cached(workdir: Path, server: str) ->
             ),
         )
     )
+    injected = manifest["defects"]["hospital_a"]["transaction_unknown_icd"]
+    assert icd_bad.num_rows == len(injected) > 0
     assert all("icd_code_known" in f for f in icd_bad["dq_failures"].to_pylist())
     # every NPI of both hospitals was asked once; misses are remembered, so a second run asks nothing
     assert Fake.calls["/npi/"] == 80
@@ -238,4 +243,5 @@ def test_cpt_code_changes_are_versioned(workdir: Path) -> None:
     assert [r["is_current"] for r in lipid] == [False, True] and lipid[0]["effective_to"] == lipid[
         1
     ]["effective_from"]
-    assert cpt.filter(pc.equal(cpt["is_current"], True)).num_rows == 59
+    catalog = len(list(csv.DictReader(archived.open(encoding="utf-8"))))  # the CPT file's rows
+    assert cpt.filter(pc.equal(cpt["is_current"], True)).num_rows == catalog

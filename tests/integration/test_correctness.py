@@ -260,9 +260,7 @@ def test_late_arriving_encounter_releases_its_transactions(workdir: Path) -> Non
     assert set(before) == tx_ids and all(
         "encounter_exists" in r["dq_failures"] for r in before.values()
     )
-    in_gold = "SELECT count(*) FROM fact_transaction WHERE encounter_key = '{}-hospital_a'".format(
-        enc_id
-    )
+    in_gold = f"SELECT count(*) FROM fact_transaction WHERE encounter_key = '{enc_id}-hospital_a'"
     assert project.sql(in_gold).column(0)[0].as_py() == 0
     # the encounter arrives late, with a newer modified date
     con = _sqlite(workdir)
@@ -360,7 +358,7 @@ def _source_rows(workdir: Path) -> dict[str, int]:
     for ds in ("hospital_a", "hospital_b"):
         con = _sqlite(workdir, ds)
         for table in ("patients", "encounters", "transactions"):
-            first = [r[1] for r in con.execute(f"PRAGMA table_info({table})")][0]
+            first = next(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
             out[f"{ds}.{table}"] = con.execute(
                 f"SELECT count(DISTINCT {first}) FROM {table}"
             ).fetchone()[0]

@@ -86,6 +86,26 @@ class _DatabaseSource(Strict):
         default_factory=list,
         description="Other spellings of this datasource in legacy files (e.g. `hos-a`).",
     )
+    timezone: str | None = Field(
+        None,
+        description="IANA zone of the source's naive timestamps (e.g. `America/Chicago`); "
+        "silver stores them in UTC. Default: they are UTC already.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as America/Chicago"
+            ) from None
+        return value
 
     def resolved_url(self) -> str:
         """The URL with environment references substituted (never log it)."""
