@@ -85,6 +85,27 @@ def test_demo_twice_then_status_sql_report_without_flags(tmp_path: Path) -> None
     assert rep.returncode == 0 and (tmp_path / "rcmlake-report.html").exists()
     q = rcmlake("quality", cwd=tmp_path)
     assert q.returncode == 0 and "unique_key" in q.stdout
+    assert "quarantined rows" in q.stdout and "rule hits" in q.stdout
+    # roll back the demo's first run: the lake empties, and a run loads it all again
+    runs = rcmlake(
+        "sql",
+        "SELECT run_id FROM audit_loads GROUP BY 1 ORDER BY min(started_at)",
+        "-f",
+        "csv",
+        cwd=tmp_path,
+    ).stdout.splitlines()[1:]
+    first_run = runs[0].strip('"')
+    before = rcmlake("sql", "SELECT count(*) FROM fact_claim", "-f", "csv", cwd=tmp_path).stdout
+    back = rcmlake("rollback", first_run, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert "tables moved" in back.stdout and "silver/claims" in back.stdout.replace("\n", "")
+    assert rcmlake("run", cwd=tmp_path).returncode == 0
+    assert (
+        rcmlake("sql", "SELECT count(*) FROM fact_claim", "-f", "csv", cwd=tmp_path).stdout
+        == before
+    )
+    unknown = rcmlake("rollback", "run-nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no run 'run-nope' in the audit log" in unknown.stderr
 
 
 def test_exit_codes_and_one_line_errors(tmp_path: Path) -> None:

@@ -103,7 +103,8 @@ def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
         src = SqlSource(ds, project.config.sources[ds], project.config.base_dir)
         engine = sa.create_engine(src.sqlalchemy_url())
         with engine.connect() as con:
-            ids = {r[0] for r in con.execute(sa.text("SELECT TransactionID FROM transactions"))}
+            query = f"SELECT {src.quote('TransactionID')} FROM transactions"
+            ids = {r[0] for r in con.execute(sa.text(query))}
         engine.dispose()
         assert set(current["TransactionID"].drop_null().to_pylist()) == ids - {None}
     assert changed["updates"] == 1

@@ -6,7 +6,9 @@ import sqlite3
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 
+from rcmlake.errors import ConfigError
 from rcmlake.layers.silver import silver_path
 from rcmlake.project import Project
 from tests.conftest import make_project
@@ -473,3 +475,38 @@ def test_an_emptied_full_table_fails_by_default_and_empties_when_accepted(workdi
     assert {
         r.status for r in project.run(["bronze", "silver"]).records if r.table == "departments"
     } == {"no_change"}
+
+
+def test_a_source_time_zone_turns_naive_times_into_utc(workdir: Path) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    import yaml
+
+    make_project(workdir)
+    raw = yaml.safe_load((workdir / "rcmlake.yaml").read_text())
+    raw["sources"]["hospital_a"]["timezone"] = "America/New_York"
+    (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
+    project = Project.load(workdir / "rcmlake.yaml")
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    con = _sqlite(workdir)
+    source = dict(
+        con.execute("SELECT PatientID, ModifiedDate FROM patients WHERE PatientID IS NOT NULL")
+    )
+    con.close()
+    rows = project.lake.read(silver_path("patients")).to_pylist()
+    zone = ZoneInfo("America/New_York")
+    checked = 0
+    for r in rows:
+        pid = r["source_patient_id"]
+        if r["datasource"] == "hospital_a" and pid in source and r["is_current"]:
+            local = datetime.fromisoformat(str(source[pid])).replace(tzinfo=zone)
+            assert r["source_modified_at"] == local.astimezone(UTC), pid
+            checked += 1
+        elif r["datasource"] == "hospital_b":  # no zone declared: naive times are UTC
+            assert r["source_modified_at"].hour == 0
+    assert checked > 100
+    with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
+        raw["sources"]["hospital_a"]["timezone"] = "Mars/Olympus"
+        (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
+        Project.load(workdir / "rcmlake.yaml")

@@ -42,9 +42,12 @@ def retrying(ctx: RunContext) -> Retrying:
 
 
 def last_watermark(ctx: RunContext, path: str) -> str | None:
+    """The watermark of the newest commit that states one (None there, e.g. a table a
+    rollback emptied, means: read everything)."""
     for commit in ctx.lake.commits(path, limit=200):
-        if commit["rcmlake"].get("watermark_to") is not None:
-            return str(commit["rcmlake"]["watermark_to"])
+        if "watermark_to" in commit["rcmlake"]:
+            value = commit["rcmlake"]["watermark_to"]
+            return None if value is None else str(value)
     return None
 
 

@@ -120,7 +120,8 @@ def restore(ctx: RunContext, path: str, version: int | None) -> LoadRecord:
             path,
             schema.empty_table(),
             mode="overwrite",
-            metadata={**meta, "batch_id": rec.batch_id},
+            # no watermark, content hash or fingerprint: the next run loads (or builds) it whole
+            metadata={**meta, "batch_id": rec.batch_id, "watermark_to": None},
         )
         rec.watermark_to = "empty"
     rec.delta_version = ctx.lake.table(path).version()  # type: ignore[union-attr]
