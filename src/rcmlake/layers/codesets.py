@@ -97,6 +97,8 @@ def load_npi(ctx: RunContext) -> LoadRecord:
 
 def run_codesets(ctx: RunContext) -> list[LoadRecord]:
     out = []
+    for path, table in ((ICD_PATH, "icd_codes"), (NPI_PATH, "npi_registry")):
+        ctx.audit.recover(path, layer="bronze", datasource=CODESETS, table=table)
     for loader in (load_icd, load_npi):
         try:
             rec = retrying(ctx)(loader, ctx)
