@@ -73,7 +73,7 @@ class Project:
     ):
         self.config = config
         self.console = console or QuietConsole()
-        self.engine = engine or DuckDBEngine()
+        self.engine = engine or DuckDBEngine(config.run.memory_limit, config.run.threads)
         self.lake = Lake(config.lake_uri)
         self.audit = AuditLog(self.lake)
 

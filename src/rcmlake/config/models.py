@@ -232,6 +232,15 @@ class RunConfig(Strict):
     retries: int = Field(3, ge=1, le=20, description="Attempts on transient errors.")
     backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each time.")
     batch_rows: int = Field(250_000, ge=1_000, description="Rows per Arrow batch when extracting.")
+    memory_limit: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="Engine memory limit, e.g. `4GB`; past it the engine spills to disk "
+        "(default: DuckDB's, 80% of RAM).",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=256, description="Engine threads (default: all cores)."
+    )
 
 
 class ProjectConfig(Strict):

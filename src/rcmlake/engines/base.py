@@ -36,8 +36,8 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         """Run a query and return its result as one Arrow table."""
 
     @abstractmethod
-    def stream(self, query: str) -> pa.RecordBatchReader:
-        """Run a query and stream its result."""
+    def stream(self, query: str, params: list[Any] | None = None) -> pa.RecordBatchReader:
+        """Run a query and stream its result (writes consume it batch by batch)."""
 
     @abstractmethod
     def execute(self, statement: str, params: list[Any] | None = None) -> None:

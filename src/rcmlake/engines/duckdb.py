@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from typing import Any
 
 import duckdb
@@ -10,6 +12,8 @@ import pyarrow as pa
 
 from rcmlake.engines.base import Engine, EngineSession
 from rcmlake.errors import EngineError
+
+BATCH_ROWS = 122_880  # DuckDB's row group size: batches stay bounded whatever the table size
 
 # Functions the models may call (engines/base.py documents them; every engine provides them).
 MACROS = (
@@ -51,10 +55,10 @@ class DuckDBSession(EngineSession):
         except duckdb.Error as exc:
             raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
 
-    def stream(self, query: str) -> pa.RecordBatchReader:
+    def stream(self, query: str, params: list[Any] | None = None) -> pa.RecordBatchReader:
         """The result as a stream of record batches (the session must stay open while read)."""
         try:
-            return self.con.sql(query).arrow()
+            return self.con.sql(query, params=params).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
 
@@ -77,11 +81,15 @@ class DuckDBEngine(Engine):
         self.memory_limit = memory_limit
         self.threads = threads
         self.spill_dir = tempfile.mkdtemp(prefix="rcmlake-duckdb-")
+        # the spill folder goes with the engine (or the process), whatever ends it
+        weakref.finalize(self, shutil.rmtree, self.spill_dir, ignore_errors=True)
 
     def session(self) -> DuckDBSession:
         con = connect(config={"temp_directory": self.spill_dir})
         if self.memory_limit:
-            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            con.execute("SET memory_limit = ?", [self.memory_limit])
+            # past the limit, temp tables spill instead of failing; insertion order is not needed
+            con.execute("SET preserve_insertion_order = false")
         if self.threads:
             con.execute(f"SET threads = {int(self.threads)}")
         return DuckDBSession(con)

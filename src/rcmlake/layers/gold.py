@@ -25,7 +25,7 @@ from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
-from rcmlake.storage.lake_types import to_lake
+from rcmlake.storage.lake_types import to_lake_stream
 from rcmlake.transforms import Model, models
 
 
@@ -95,15 +95,6 @@ def default_as_of(s: Any) -> date:
     return top or datetime.now(UTC).date()
 
 
-def with_descriptions(table: pa.Table, m: Model) -> pa.Table:
-    """Column descriptions from gold.yml as field metadata (Delta keeps them as column comments)."""
-    notes = m.describe()
-    fields = [
-        f.with_metadata({"comment": notes[f.name]}) if f.name in notes else f for f in table.schema
-    ]
-    return table.cast(pa.schema(fields))
-
-
 def run_gold(ctx: RunContext) -> list[LoadRecord]:
     """Rebuild gold when what it is built from changed, then publish it as one release."""
     all_models = models("gold")
@@ -155,15 +146,16 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
             rec = ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
             if failed:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
-                ctx.audit.record(rec)
                 continue
             try:
                 s.execute(f"CREATE OR REPLACE TABLE gold.{m.name} AS {m.sql}")
-                table = with_descriptions(to_lake(s.sql(f"SELECT * FROM gold.{m.name}")), m)
-                rec.rows_read = rec.rows_written = table.num_rows
+                rec.rows_read = rec.rows_written = int(
+                    s.scalar(f"SELECT count(*) FROM gold.{m.name}")
+                )
+                rows = to_lake_stream(s.stream(f"SELECT * FROM gold.{m.name}"), m.describe())
                 rec.delta_version = versions[m.name] = ctx.lake.write(
                     gold_path(m.name),
-                    table,
+                    rows,
                     mode="overwrite",
                     schema_mode="overwrite",
                     partition_by=m.spec.get("partition_by"),
@@ -184,9 +176,11 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
             except RcmlakeError as exc:
                 failed = True
                 rec.finish("failed", str(exc))
-            ctx.audit.record(rec)  # at once, so a crash later loses no audit row
             records.append(rec)
             bar.advance(f"gold {m.name}")
+    # one audit commit for the build; a crash before it is recovered from the Delta log
+    # (every gold commit carries its batch id) at the start of the next run
+    ctx.audit.record(*records)
     if not failed:
         release.publish(
             ctx.lake,

@@ -28,7 +28,7 @@ from rcmlake.engines.base import EngineSession
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
-from rcmlake.storage.lake_types import UTC_TS, to_lake
+from rcmlake.storage.lake_types import UTC_TS, to_lake, to_lake_stream
 from rcmlake.transforms import (
     CODESETS,
     Model,
@@ -77,10 +77,13 @@ def processed(ctx: RunContext) -> pa.Table:
     )
 
 
-def register_silver(s: EngineSession, ctx: RunContext) -> None:
-    """Current silver tables as ``silver.<entity>`` for rules that look up other entities."""
+def register_silver(s: EngineSession, ctx: RunContext, needed: str | None = None) -> None:
+    """Current silver tables as ``silver.<entity>`` for rules that look up other entities;
+    with ``needed`` (SQL text), only the entities it names, so each open is paid for once."""
     s.execute("CREATE SCHEMA IF NOT EXISTS silver")
     for m in models("silver"):
+        if needed is not None and f"silver.{m.name}" not in needed:
+            continue
         data = ctx.lake.dataset(silver_path(m.name))
         name = f"silver_{m.name}"
         if data is not None:
@@ -219,7 +222,7 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     dependent = [r.name for r in rs if r.depends_on_other_tables]
     if not changed and not dependent:
         return 0
-    register_silver(s, ctx)
+    register_silver(s, ctx, _references(ctx, m))
     s.register("requalify_src", current)
     listed = ", ".join(f"'{d}'" for d in dependent)
     where = "true" if changed else f"is_quarantined AND list_has_any(dq_failures, [{listed}])"
@@ -253,6 +256,11 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     )
     rec.rows_released += released
     return released
+
+
+def _references(ctx: RunContext, m: Model) -> str:
+    """The SQL of the model and its rules: what decides which silver tables it reads."""
+    return m.sql + " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
 
 
 def _last_rules_fingerprint(ctx: RunContext, path: str) -> str | None:
@@ -294,7 +302,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 requalify(s, ctx, m, rec)
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
-            register_silver(s, ctx)
+            register_silver(s, ctx, _references(ctx, m))
             s.execute(f"CREATE OR REPLACE TEMP TABLE modeled AS {m.sql}")
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
@@ -361,54 +369,51 @@ def _meta(ctx: RunContext, rec: LoadRecord, created: Model | None = None) -> dic
     }
 
 
-def _counts(table: pa.Table) -> tuple[int, int]:
-    import pyarrow.compute as pc
-
-    return table.num_rows, int(pc.sum(table["is_quarantined"]).as_py() or 0)
+def _counts(s: EngineSession, relation: str) -> tuple[int, int]:
+    """Rows and quarantined rows of ``relation``, counted by the engine (not in Python)."""
+    got = s.sql(
+        f"SELECT count(*) AS n, count(*) FILTER (WHERE is_quarantined) AS q FROM {relation}"
+    )
+    return int(got["n"][0].as_py()), int(got["q"][0].as_py())
 
 
 def _write_full(
     s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
 ) -> tuple[int, int]:
     """Replace the rows of the datasources that delivered a new batch, in one commit."""
-    rows = to_lake(s.sql("SELECT *, ? AS _updated_at FROM checked", [now]))
-    sources = sorted(set(rows["datasource"].to_pylist()))
+    sources = sorted(
+        r["datasource"] for r in s.sql("SELECT DISTINCT datasource FROM checked").to_pylist()
+    )
     predicate = "datasource IN (" + ", ".join(f"'{d}'" for d in sources) + ")"
     exists = ctx.lake.exists(silver_path(m.name))
     ctx.lake.write(
         silver_path(m.name),
-        rows,
+        to_lake_stream(s.stream("SELECT *, ? AS _updated_at FROM checked", [now])),
         mode="overwrite",
         metadata=_meta(ctx, rec, None if exists else m),
         schema_mode=None if exists else "overwrite",
         predicate=predicate if exists else None,
     )
-    return _counts(rows)
+    return _counts(s, "checked")
 
 
 def _write_upsert(
     s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
 ) -> tuple[int, int]:
     """Latest version per key; merge where content changed and the source is not older."""
-    rows = to_lake(
-        s.sql(
-            f"""
-        SELECT *, ? AS _updated_at FROM checked
-        QUALIFY row_number() OVER (PARTITION BY {m.key} ORDER BY source_modified_at DESC NULLS LAST, _row_hash) = 1
-    """,
-            [now],
-        )
-    )
+    s.execute(f"""
+        CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM checked
+        QUALIFY row_number() OVER (PARTITION BY {m.key} ORDER BY source_modified_at DESC NULLS LAST, _row_hash) = 1""")
     exists = ctx.lake.exists(silver_path(m.name))
     ctx.lake.merge(
         silver_path(m.name),
-        rows,
+        to_lake_stream(s.stream("SELECT *, ? AS _updated_at FROM latest", [now])),
         on=[m.key],
         metadata=_meta(ctx, rec, None if exists else m),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
     )
-    return _counts(rows)
+    return _counts(s, "latest")
 
 
 def _write_scd2(
@@ -461,38 +466,36 @@ def _write_scd2(
             WINDOW w AS (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC)
         )
         SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started""")
-    new_rows = s.sql(
-        f"""
+    s.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE new_versions AS
         SELECT * EXCLUDE (_th, _existing, _next, _start),
                _start AS effective_from, _next AS effective_to, _next IS NULL AS is_current,
-               ? AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
-        FROM chained WHERE NOT _existing ORDER BY {key}, _start""",
+               CAST(? AS TIMESTAMPTZ) AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
+        FROM chained WHERE NOT _existing""",
         [now],
     )
-    if new_rows.num_rows == 0:
+    written = _counts(s, "new_versions")
+    if written[0] == 0:
         return 0, 0
-    closing = s.sql(
+    path = silver_path(m.name)
+    if current is None:
+        rows = to_lake_stream(s.stream("SELECT * EXCLUDE (_merge_key) FROM new_versions"))
+        ctx.lake.write(path, rows, mode="append", metadata=_meta(ctx, rec, m))  # created
+        return written
+    columns = [
+        c for c in s.sql("SELECT * FROM new_versions LIMIT 0").column_names if c != "_merge_key"
+    ]
+    # closing rows (_merge_key = key: end the current version) and new versions (_merge_key NULL)
+    staged = s.stream(
         f"""
-        SELECT {key} AS _merge_key, _next AS effective_to, ? AS _updated_at
+        SELECT * FROM new_versions
+        UNION ALL BY NAME
+        SELECT {key} AS _merge_key, _next AS effective_to, CAST(? AS TIMESTAMPTZ) AS _updated_at
         FROM chained WHERE _existing AND _next IS NOT NULL""",
         [now],
     )
-    new_rows = to_lake(new_rows)
-    path = silver_path(m.name)
-    if current is None:
-        ctx.lake.write(
-            path,
-            new_rows.drop_columns(["_merge_key"]),
-            mode="append",
-            metadata=_meta(ctx, rec, m),  # created
-        )
-        return _counts(new_rows)
-    staged = pa.concat_tables([new_rows, to_lake(closing)], promote_options="permissive")
     ctx.lake.merge_scd2(
-        path,
-        staged,
-        key=key,
-        columns=[c for c in new_rows.column_names if c != "_merge_key"],
-        metadata=_meta(ctx, rec),
+        path, to_lake_stream(staged), key=key, columns=columns, metadata=_meta(ctx, rec)
     )
-    return _counts(new_rows)
+    return written

@@ -106,7 +106,7 @@ class Lake:
     def merge(
         self,
         path: str,
-        source: pa.Table,
+        source: pa.Table | pa.RecordBatchReader,
         *,
         on: Iterable[str],
         update_when: str | None = None,
@@ -122,7 +122,7 @@ class Lake:
         dt = self.table(path)
         if dt is None:
             self.write(path, source, mode="append", metadata=metadata)
-            return {"num_target_rows_inserted": source.num_rows, "num_target_rows_updated": 0}
+            return {"num_target_rows_updated": 0}
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
         try:
             merger = dt.merge(
@@ -176,7 +176,7 @@ class Lake:
     def merge_scd2(
         self,
         path: str,
-        staged: pa.Table,
+        staged: pa.Table | pa.RecordBatchReader,
         *,
         key: str,
         columns: list[str],

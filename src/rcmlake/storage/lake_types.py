@@ -53,3 +53,22 @@ def lake_schema(schema: pa.Schema) -> pa.Schema:
 def to_lake(table: pa.Table) -> pa.Table:
     schema = lake_schema(table.schema)
     return table if table.schema == schema else table.cast(schema)
+
+
+def to_lake_stream(
+    reader: pa.RecordBatchReader, comments: dict[str, str] | None = None
+) -> pa.RecordBatchReader:
+    """``reader`` in the lake's physical types, batch by batch (never one table in memory);
+    ``comments`` become field metadata (Delta keeps them as column comments)."""
+    notes = comments or {}
+    fields = [
+        _field(f).with_metadata({"comment": notes[f.name]}) if f.name in notes else _field(f)
+        for f in reader.schema
+    ]
+    schema = pa.schema(fields)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for b in reader:
+            yield b.cast(schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

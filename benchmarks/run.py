@@ -1,0 +1,184 @@
+"""Scale benchmark: each pipeline step in its own process, timed, with its own peak memory.
+
+``--scale 1`` is about 1M transactions (two hospitals), ``--scale 10`` about 10M. Steps:
+synth, bronze (SQLite), silver, gold, report, a no-op re-run, ``synth --update`` and
+the incremental run after it; and the floor: DuckDB reading the bronze Parquet files
+and writing them once. Peak RSS is measured per step (``wait4`` of that step's process),
+not as the benchmark's running maximum. Writes a JSON result (``--out``)::
+
+    .venv/bin/python benchmarks/run.py --scale 1 --out benchmarks/results/scale-1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+PER_SCALE = 500_000  # transactions per hospital at scale 1 (two hospitals: 1M)
+
+
+def run_step(name: str, code: str, cwd: Path, rows: int | None = None) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python process; its time and its own peak RSS."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0,):
+        raise SystemExit(f"step {name} failed with exit code {proc.returncode}")
+    row: dict[str, Any] = {
+        "step": name,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    }
+    if rows is not None:
+        row["rows"] = rows
+        row["rows_per_s"] = round(rows / seconds) if seconds else None
+    print(
+        f"{name:<22} {seconds:>8.1f} s  peak {row['peak_rss_mb']:>6} MB"
+        + (f"  {rows:>12,} rows  {row['rows_per_s']:>10,} rows/s" if rows is not None else ""),
+        flush=True,
+    )
+    return row
+
+
+def pipeline(layers: list[str], only: str | None = None) -> str:
+    layer_list = ", ".join(repr(x) for x in layers)
+    only_set = f"{{{only!r}}}" if only else "None"
+    return (
+        "import json, sys\n"
+        "from rcmlake.project import Project\n"
+        f"r = Project.load('rcmlake.yaml').run([{layer_list}], only={only_set})\n"
+        "json.dump({'rows': sum(x.rows_written for x in r.records),"
+        " 'failed': [(x.table, x.error) for x in r.failed]}, open('.step.json', 'w'))\n"
+        "sys.exit(r.exit_code)\n"
+    )
+
+
+def step_rows(work: Path) -> int:
+    done = json.loads((work / ".step.json").read_text())
+    if done["failed"]:
+        raise SystemExit(f"failed loads: {done['failed']}")
+    return int(done["rows"])
+
+
+def parquet_floor(work: Path) -> dict[str, Any]:
+    """DuckDB reads every bronze Parquet file and writes it once: the I/O floor."""
+    code = (
+        "import duckdb, glob, time\n"
+        "con = duckdb.connect()\n"
+        'con.execute("SET preserve_insertion_order = false")\n'
+        "for table in sorted(glob.glob('lake/bronze/*/*')):\n"
+        "    files = glob.glob(table + '/**/*.parquet', recursive=True)\n"
+        "    if files:\n"
+        "        out = 'floor/' + table.replace('/', '_') + '.parquet'\n"
+        "        con.execute(f\"COPY (SELECT * FROM read_parquet({files!r}, union_by_name=true)) TO '{out}'\")\n"
+    )
+    (work / "floor").mkdir(exist_ok=True)
+    return run_step("parquet floor", code, work)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--scale", type=float, default=1.0, help="1 = about 1M transactions")
+    ap.add_argument("--out", type=Path, required=True, help="JSON result file")
+    ap.add_argument("--engine", choices=["duckdb"], default="duckdb")
+    ap.add_argument("--memory-limit", default="4GB", help="run.memory_limit for the engine")
+    ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = ap.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="rcmlake-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    per_hospital = int(PER_SCALE * args.scale)
+    steps = [
+        run_step(
+            "synth",
+            "from pathlib import Path\nfrom rcmlake.demo import prepare\nfrom rcmlake.synth import SynthSpec\n"
+            f"prepare(Path('.'), SynthSpec(transactions={per_hospital}))\n",
+            work,
+        )
+    ]
+    manifest = json.loads((work / "synth_manifest.json").read_text())
+    transactions = sum(r["transactions"] for r in manifest["rows"].values())
+    patients = sum(r["patients"] for r in manifest["rows"].values())
+    steps[0]["rows"] = transactions
+    config = (work / "rcmlake.yaml").read_text()
+    (work / "rcmlake.yaml").write_text(
+        config + f"\nrun:\n  memory_limit: {args.memory_limit}\n"
+        if "\nrun:" not in config
+        else config.replace("\nrun:\n", f"\nrun:\n  memory_limit: {args.memory_limit}\n")
+    )
+    for layer in ("bronze", "silver", "gold"):
+        row = run_step(layer, pipeline([layer]), work)
+        row["rows"] = step_rows(work)
+        row["rows_per_s"] = round(row["rows"] / row["seconds"]) if row["seconds"] else None
+        steps.append(row)
+    steps.append(
+        run_step(
+            "report",
+            "from rcmlake.project import Project\nProject.load('rcmlake.yaml').report()\n",
+            work,
+        )
+    )
+    steps.append(run_step("re-run (no-op)", pipeline(["bronze", "silver", "gold"]), work))
+    steps.append(
+        run_step(
+            "synth --update",
+            "from pathlib import Path\nfrom rcmlake.synth import synthesize\n"
+            "synthesize(Path('.'), update=True)\n",
+            work,
+        )
+    )
+    inc = run_step("incremental run", pipeline(["bronze", "silver", "gold"]), work)
+    inc["rows"] = step_rows(work)
+    steps.append(inc)
+    steps.append(parquet_floor(work))
+
+    by = {s["step"]: s for s in steps}
+    full = sum(by[x]["seconds"] for x in ("bronze", "silver", "gold"))
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": args.scale,
+        "engine": args.engine,
+        "memory_limit": args.memory_limit,
+        "transactions": transactions,
+        "patients": patients,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "full_build_s": round(full, 2),
+        "silver_gold_s": round(by["silver"]["seconds"] + by["gold"]["seconds"], 2),
+        "incremental_s": by["incremental run"]["seconds"],
+        "incremental_share_of_full": round(by["incremental run"]["seconds"] / full, 3),
+        "parquet_floor_s": by["parquet floor"]["seconds"],
+        "silver_gold_over_floor": round(
+            (by["silver"]["seconds"] + by["gold"]["seconds"]) / by["parquet floor"]["seconds"], 2
+        ),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps if s["step"] != "synth"),
+        "steps": steps,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
+    print(f"wrote {args.out}")
+    if not args.keep and not args.work:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
