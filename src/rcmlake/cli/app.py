@@ -7,6 +7,7 @@ shows the traceback).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -82,6 +83,16 @@ from rcmlake.cli import commands  # noqa: E402,F401  (registers the commands)
 
 
 def main() -> None:
+    try:
+        _main()
+    finally:
+        # Arrow dataset scanners keep native threads; collected during interpreter teardown
+        # they can abort the process ("terminate called without an active exception",
+        # apache/arrow#34314) after the work is done. Collect them while Arrow is alive.
+        gc.collect()
+
+
+def _main() -> None:
     try:
         app()
     except RcmlakeError as exc:

@@ -37,6 +37,7 @@ def connect(
     """
     con = duckdb.connect(database, config=config or {})
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # the console reports progress, not DuckDB
     for macro in MACROS:
         con.execute(macro)
     return con

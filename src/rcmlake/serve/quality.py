@@ -10,24 +10,11 @@ from rcmlake.engines.base import EngineSession
 from rcmlake.transforms import effective_rules
 
 # fact -> the dimension keys it carries (-1 = no dimension row matched)
-FACT_KEYS = {
-    "fact_transaction": (
-        "patient_sk",
-        "provider_sk",
-        "department_sk",
-        "payer_sk",
-        "procedure_sk",
-        "diagnosis_sk",
-    ),
-    "fact_claim": (
-        "patient_sk",
-        "provider_sk",
-        "department_sk",
-        "payer_sk",
-        "procedure_sk",
-        "diagnosis_sk",
-    ),
-    "fact_encounter": ("patient_sk", "provider_sk", "department_sk", "procedure_sk", "payer_sk"),
+_ALL_KEYS = ("patient_sk", "provider_sk", "department_sk", "payer_sk", "procedure_sk")
+FACT_KEYS = {  # fact_encounter has no diagnosis
+    "fact_transaction": (*_ALL_KEYS, "diagnosis_sk"),
+    "fact_claim": (*_ALL_KEYS, "diagnosis_sk"),
+    "fact_encounter": _ALL_KEYS,
 }
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -124,7 +125,7 @@ class Lake:
             self.write(path, source, mode="append", metadata=metadata)
             return {"num_target_rows_updated": 0}
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
-        try:
+        with _translated(path, "merge into"):
             merger = dt.merge(
                 source,
                 predicate,
@@ -139,10 +140,6 @@ class Lake:
             if delete_not_matched:
                 merger = merger.when_not_matched_by_source_delete(delete_not_matched)
             return dict(merger.execute())
-        except CommitFailedError as exc:
-            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
-        except DeltaError as exc:
-            raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
 
     def update_columns(
         self,
@@ -159,7 +156,7 @@ class Lake:
         keys = list(on)
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
         updates = {c: f"s.{_q(c)}" for c in source.column_names if c not in keys}
-        try:
+        with _translated(path, "update"):
             merger = dt.merge(
                 source,
                 predicate,
@@ -168,10 +165,6 @@ class Lake:
                 commit_properties=_props(metadata),
             )
             return dict(merger.when_matched_update(updates).execute())
-        except CommitFailedError as exc:
-            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
-        except DeltaError as exc:
-            raise StorageError(f"cannot update {path}: {str(exc).splitlines()[0]}") from None
 
     def merge_scd2(
         self,
@@ -190,7 +183,7 @@ class Lake:
         """
         dt = self.table(path)
         assert dt is not None
-        try:
+        with _translated(path, "merge into"):
             merger = dt.merge(
                 staged,
                 f"t.{_q(key)} = s._merge_key AND t.is_current",
@@ -208,23 +201,15 @@ class Lake:
                 {c: f"s.{_q(c)}" for c in columns}, predicate="s._merge_key IS NULL"
             )
             return dict(merger.execute())
-        except CommitFailedError as exc:
-            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
-        except DeltaError as exc:
-            raise StorageError(f"cannot merge into {path}: {str(exc).splitlines()[0]}") from None
 
     def delete(self, path: str, predicate: str, metadata: dict[str, Any] | None = None) -> int:
         """Delete the rows matching ``predicate`` in one commit; returns how many."""
         dt = self.table(path)
         if dt is None:
             return 0
-        try:
+        with _translated(path, "delete from"):
             done = dt.delete(predicate, commit_properties=_props(metadata))
             return int(done.get("num_deleted_rows", 0))
-        except CommitFailedError as exc:
-            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
-        except DeltaError as exc:
-            raise StorageError(f"cannot delete from {path}: {str(exc).splitlines()[0]}") from None
 
     def commits(self, path: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit infos, newest first, with rcmlake's metadata unpacked under ``rcmlake``."""
@@ -245,6 +230,17 @@ class Lake:
 def commit_properties(metadata: dict[str, Any] | None) -> CommitProperties | None:
     """rcmlake's metadata as Delta commit properties (``rcmlake.<key>`` = JSON)."""
     return _props(metadata)
+
+
+@contextmanager
+def _translated(path: str, doing: str) -> Iterator[None]:
+    """deltalake's exceptions as rcmlake's: a lost commit race is transient, the rest is not."""
+    try:
+        yield
+    except CommitFailedError as exc:
+        raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
+    except DeltaError as exc:
+        raise StorageError(f"cannot {doing} {path}: {str(exc).splitlines()[0]}") from None
 
 
 def _props(metadata: dict[str, Any] | None) -> CommitProperties | None:
