@@ -117,10 +117,10 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
         staged += [(ds, b) for b in batches]
         parts.append(_typed_select(s, ctx, m, ds, rel, data.schema.names))
     if parts:
-        s.execute("CREATE OR REPLACE TEMP TABLE stage0 AS " + " UNION ALL BY NAME ".join(parts))
+        s.execute("CREATE OR REPLACE TEMP VIEW stage0 AS " + " UNION ALL BY NAME ".join(parts))
         cdm = [c for c in s.sql("SELECT * FROM stage0 LIMIT 0").column_names if c not in LINEAGE]
         s.execute(
-            f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
+            f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
         )
     return staged
 
@@ -170,13 +170,13 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
     """``modeled`` → ``checked``: dedupe per key and time, flag conflicts, evaluate the rules."""
     key = m.key
     s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE ranked AS
+        CREATE OR REPLACE TEMP VIEW ranked AS
         SELECT *,
                count(DISTINCT _row_hash) OVER (PARTITION BY {key}, source_modified_at) > 1 AS _conflict,
                row_number() OVER (PARTITION BY {key}, source_modified_at ORDER BY _row_hash) AS _rn
         FROM modeled""")
     s.execute(
-        "CREATE OR REPLACE TEMP TABLE deduped AS SELECT * EXCLUDE (_rn) FROM ranked WHERE _rn = 1"
+        "CREATE OR REPLACE TEMP VIEW deduped AS SELECT * EXCLUDE (_rn) FROM ranked WHERE _rn = 1"
     )
     evaluate(s, ctx, m, "deduped", "checked")
 
