@@ -123,7 +123,7 @@ def demo(
     for row in headline[1:]:
         row.pop("months")
     console().table(
-        f"headline KPIs {span} (rates over the months, A/R at the last month end)", headline
+        f"headline KPIs {span} (rates over the months, A/R at the as-of date)", headline
     )
     console().info(
         'next: rcmlake status | rcmlake quality | rcmlake sql "SELECT * FROM mart_kpi_monthly"'
