@@ -219,7 +219,7 @@ class SilverConfig(Strict):
 
 class GoldConfig(Strict):
     as_of: date | None = Field(
-        None, description="A/R as-of date; default: the last month end the data reaches."
+        None, description="A/R as-of date; default: the last day the data reaches (docs/KPIS.md)."
     )
     aging_basis: Literal["service_date", "claim_date"] = Field(
         "service_date", description="Age of A/R measured from the service date or the claim date."
