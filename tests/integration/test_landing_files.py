@@ -79,6 +79,26 @@ def test_each_file_loads_once_and_is_archived(workdir: Path) -> None:
     assert result.exit_code == 0
 
 
+def test_a_resent_name_never_overwrites_the_archived_original(workdir: Path) -> None:
+    project = make_project(workdir)
+    project.ingest()
+    archived = workdir / "landing" / "archive" / GOOD.relative_to("landing")
+    original = archived.read_bytes()
+    # a corrected file under the same name: loaded, and archived beside the original
+    lines = original.decode().splitlines()
+    corrected = "\n".join([*lines[:-1], lines[-1].replace("Pending", "Paid", 1)]) + "\n"
+    (workdir / GOOD).write_text(corrected)
+    result = project.ingest()
+    again = next(r for r in result.records if r.source_file == str(GOOD.relative_to("landing")))
+    assert again.status == "success"
+    assert archived.read_bytes() == original
+    beside = archived.with_name(f"{archived.stem}.{again.file_sha256[:12]}{archived.suffix}")
+    assert beside.read_text() == corrected
+    # and a rollback of that run returns the corrected file, not the original, to landing
+    project.rollback(result.run_id)
+    assert (workdir / GOOD).read_text() == corrected and archived.read_bytes() == original
+
+
 def test_claims_are_typed_and_bad_rows_kept_with_reasons(workdir: Path) -> None:
     import json
 

@@ -202,3 +202,23 @@ def test_the_yaml_overrides_one_load_config_row_and_says_so(tmp_path: Path) -> N
     console = QuietConsole()
     Project(config, console=console).run(["gold"])
     assert ("info", config.notices[0]) in console.events
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"patterns": {"hospital_a": "../../../etc/*"}},
+            "must name files inside the feed's folder",
+        ),
+        ({"patterns": {"hospital_a": "/etc/*.csv"}}, "must name files inside the feed's folder"),
+        ({"folder": "../outside"}, "outside the landing folder"),
+    ],
+)
+def test_feeds_cannot_reach_outside_the_landing_folder(
+    tmp_path: Path, change: dict, says: str
+) -> None:
+    raw = demo_raw()
+    raw["files"]["claims"] = {**raw["files"]["claims"], **change}
+    with pytest.raises(ConfigError, match=says):
+        load_config(write(tmp_path, raw))

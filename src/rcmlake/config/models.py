@@ -150,6 +150,20 @@ class FileFeedConfig(Strict):
     )
     target: str | None = Field(None, pattern=IDENT, description="Bronze table name.")
 
+    @field_validator("patterns")
+    @classmethod
+    def _names_only(cls, value: dict[str, str]) -> dict[str, str]:
+        """A pattern matches file names in the feed's folder: never a path that climbs out
+        of it (``../``) or starts elsewhere (``/``), which would load and move other files."""
+        for ds, pattern in value.items():
+            parts = Path(pattern).parts
+            if Path(pattern).is_absolute() or ".." in parts or "\\" in pattern:
+                raise ValueError(
+                    f"pattern {pattern!r} of {ds} must name files inside the feed's folder "
+                    "(a glob such as 'hospital1_*.csv'; set `folder` for another place)"
+                )
+        return value
+
 
 class HttpCodesetConfig(Strict):
     mode: Literal["api", "packaged", "off"] = "packaged"
@@ -289,3 +303,15 @@ class ProjectConfig(Strict):
     @property
     def landing_dir(self) -> Path:
         return self.path(self.landing)
+
+    @model_validator(mode="after")
+    def _feeds_inside_landing(self) -> ProjectConfig:
+        """Feed folders live under the landing root, where archive/ and rejected/ are."""
+        for name, feed in self.files.items():
+            folder = self.path(feed.folder)
+            if not folder.is_relative_to(self.landing_dir):
+                raise ValueError(
+                    f"files.{name}.folder resolves to {folder}, outside the landing folder "
+                    f"{self.landing_dir}"
+                )
+        return self

@@ -198,14 +198,15 @@ def _load_file(
         source_file=str(rel),
         file_sha256=digest,
     )
+    archived = _unique(ctx.config.landing_dir / "archive" / rel, digest)
     if digest in loaded:
-        _move(file, ctx.config.landing_dir / "archive" / rel)
+        _move(file, archived)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
     try:
         table = read_file(file, feed.layout)
     except FileRejected as exc:
-        target = ctx.config.landing_dir / "rejected" / rel
+        target = _unique(ctx.config.landing_dir / "rejected" / rel, digest)
         _move(file, target)
         target.with_name(target.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
         ctx.audit.record(rec.finish("rejected", str(exc)))
@@ -213,13 +214,25 @@ def _load_file(
     rec.rows_read = rec.rows_written = table.num_rows
     data = with_lineage(table, rec, str(rel), _file_sha256=digest)
     rec.delta_version = ctx.lake.write(
-        path, data, mode="append", schema_mode="merge", metadata=_commit_meta(rec)
+        path,
+        data,
+        mode="append",
+        schema_mode="merge",
+        metadata=_commit_meta(rec, archived_as=str(archived.relative_to(ctx.config.landing_dir))),
     )
     loaded.add(digest)
     faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
-    _move(file, ctx.config.landing_dir / "archive" / rel)
+    _move(file, archived)
     return rec
+
+
+def _unique(target: Path, digest: str) -> Path:
+    """Where to move a file: ``target``, or beside it with the content hash in the name when
+    another file of that name is already there (a re-sent name never overwrites a file)."""
+    if not target.exists() or sha256(target) == digest:
+        return target
+    return target.with_name(f"{target.stem}.{digest[:12]}{target.suffix}")
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -139,10 +139,10 @@ def _unarchive(ctx: RunContext, undone: list[dict[str, object]]) -> None:
     landing = ctx.config.landing_dir
     for commit in undone:
         meta = commit["rcmlake"]
-        rel = meta.get("source_file") if isinstance(meta, dict) else None
-        if not rel:
+        if not isinstance(meta, dict) or not meta.get("source_file"):
             continue
-        archived = landing / "archive" / str(rel)
+        rel = meta["source_file"]
+        archived = landing / str(meta.get("archived_as") or f"archive/{rel}")
         if archived.exists():
             back = landing / str(rel)
             back.parent.mkdir(parents=True, exist_ok=True)
