@@ -510,3 +510,61 @@ def test_a_source_time_zone_turns_naive_times_into_utc(workdir: Path) -> None:
         raw["sources"]["hospital_a"]["timezone"] = "Mars/Olympus"
         (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
         Project.load(workdir / "rcmlake.yaml")
+
+
+def test_future_watermarks_are_capped_and_rows_read_again_are_appended_once(workdir: Path) -> None:
+    project = make_project(workdir)
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    con = _sqlite(workdir)
+    top = con.execute("SELECT max(ModifiedDate) FROM patients").fetchone()[0]
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT PatientID FROM patients WHERE PatientID IS NOT NULL ORDER BY 1 LIMIT 3"
+        )
+    ]
+    con.execute(
+        "UPDATE patients SET ModifiedDate = '2099-01-01', Address = '1 Future Way, Salem, OR' WHERE PatientID = ?",
+        [ids[0]],
+    )
+    con.execute(
+        "UPDATE patients SET ModifiedDate = NULL, Address = '2 Null Rd, Salem, OR' WHERE PatientID = ?",
+        [ids[1]],
+    )
+    con.commit()
+    con.close()
+    first = project.run(["bronze", "silver"])
+    rec = next(
+        r
+        for r in first.records
+        if r.layer == "bronze" and r.table == "patients" and r.datasource == "hospital_a"
+    )
+    assert rec.status == "success" and rec.watermark_to == str(top)  # not 2099
+    assert "1 rows have ModifiedDate after" in (rec.error or "")
+    # a later ordinary change is still seen, and the future row is not appended again
+    con = _sqlite(workdir)
+    con.execute(
+        "UPDATE patients SET ModifiedDate = ?, Address = '3 Later St, Salem, OR' WHERE PatientID = ?",
+        [top, ids[2]],
+    )
+    con.commit()
+    con.close()
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    bronze = project.lake.read("bronze/hospital_a/patients").to_pylist()
+    assert (
+        sum(
+            r["PatientID"] == ids[0]
+            and r["ModifiedDate"] is not None
+            and str(r["ModifiedDate"]).startswith("2099")
+            for r in bronze
+        )
+        == 1
+    )
+    assert sum(r["PatientID"] == ids[1] and r["ModifiedDate"] is None for r in bronze) == 1
+    silver = {
+        r["source_patient_id"]: r
+        for r in project.lake.read(silver_path("patients")).to_pylist()
+        if r["datasource"] == "hospital_a" and r["is_current"]
+    }
+    assert silver[ids[2]]["address"] == "3 Later St, Salem, OR"
+    assert silver[ids[0]]["address"] == "1 Future Way, Salem, OR"

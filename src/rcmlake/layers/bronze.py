@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -78,11 +79,19 @@ def load_table(
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")
         cols = ", ".join(f'"{c}"' for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
         new_rows = "batch"
-        if since is not None and (existing := ctx.lake.dataset(path)) is not None:
-            wm = f'"{table.watermark}"'
+        future = "false"
+        if table.load_type == "incremental":
+            wm = _ident(table.watermark or "")
             wm_type = s.scalar(f"SELECT typeof({wm}) FROM batch LIMIT 1") or "VARCHAR"
+            # a watermark in the future (2099-01-01 typed by hand) would move the table's
+            # watermark past every later change: such rows load, but never set the watermark
+            cap = (datetime.now(UTC) + FUTURE_TOLERANCE).strftime("%Y-%m-%d %H:%M:%S")
+            future = f"({wm} > TRY_CAST({_lit(cap)} AS {wm_type}))"
+        if since is not None and (existing := ctx.lake.dataset(path)) is not None:
             s.register("bronze_now", existing)
-            boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL)"
+            # rows that are read again each time (at the boundary, NULL or future watermarks)
+            # are appended only when bronze does not hold them yet
+            boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL OR {future})"
             s.execute(
                 f"CREATE TEMP TABLE fresh AS SELECT {cols} FROM batch WHERE NOT {boundary} "
                 f"UNION ALL (SELECT {cols} FROM batch WHERE {boundary} "
@@ -91,8 +100,16 @@ def load_table(
             new_rows = "fresh"
         count = s.scalar(f"SELECT count(*) FROM {new_rows}")
         if table.load_type == "incremental":
-            top = s.scalar(f'SELECT CAST(max("{table.watermark}") AS VARCHAR) FROM {new_rows}')
+            top = s.scalar(
+                f"SELECT CAST(max({wm}) AS VARCHAR) FROM {new_rows} WHERE NOT coalesce({future}, false)"
+            )
             rec.watermark_to = top or since
+            ahead = s.scalar(f"SELECT count(*) FROM {new_rows} WHERE {future}")
+            if ahead:
+                rec.error = (
+                    f"{ahead:,} rows have {table.watermark} after {cap[:10]} (in the future): "
+                    "loaded, but the watermark stays at the latest present value"
+                )
         content = None
         emptied = False
         if table.load_type == "full":
@@ -126,13 +143,20 @@ def load_table(
             metadata=_commit_meta(rec, content_hash=content),
         )
     faults.point("bronze.after_commit")
-    ctx.audit.record(rec.finish("success"))
+    ctx.audit.record(rec.finish("success", rec.error))
     return rec
 
 
 def _rows_held(ctx: RunContext, path: str) -> int:
     data = ctx.lake.dataset(path)
     return data.count_rows() if data is not None else 0
+
+
+FUTURE_TOLERANCE = timedelta(days=1)  # clocks and time zones of sources differ by hours
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:
