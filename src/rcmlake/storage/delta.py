@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.table import TableMerger
 from deltalake.transaction import CommitProperties
 
 from rcmlake.errors import CommitConflict, StorageError
@@ -126,14 +127,7 @@ class Lake:
             return {"num_target_rows_updated": 0}
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
         with _translated(path, "merge into"):
-            merger = dt.merge(
-                source,
-                predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=_props(metadata),
-                merge_schema=True,
-            )
+            merger = _merger(dt, source, predicate, metadata, merge_schema=True)
             merger = merger.when_matched_update_all(predicate=update_when)
             if insert:
                 merger = merger.when_not_matched_insert_all()
@@ -157,13 +151,7 @@ class Lake:
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
         updates = {c: f"s.{_q(c)}" for c in source.column_names if c not in keys}
         with _translated(path, "update"):
-            merger = dt.merge(
-                source,
-                predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=_props(metadata),
-            )
+            merger = _merger(dt, source, predicate, metadata)
             return dict(merger.when_matched_update(updates).execute())
 
     def merge_scd2(
@@ -184,13 +172,7 @@ class Lake:
         dt = self.table(path)
         assert dt is not None
         with _translated(path, "merge into"):
-            merger = dt.merge(
-                staged,
-                f"t.{_q(key)} = s._merge_key AND t.is_current",
-                source_alias="s",
-                target_alias="t",
-                commit_properties=_props(metadata),
-            )
+            merger = _merger(dt, staged, f"t.{_q(key)} = s._merge_key AND t.is_current", metadata)
             merger = merger.when_matched_update(
                 {
                     "effective_to": "s.effective_to",
@@ -230,6 +212,24 @@ class Lake:
 def commit_properties(metadata: dict[str, Any] | None) -> CommitProperties | None:
     """rcmlake's metadata as Delta commit properties (``rcmlake.<key>`` = JSON)."""
     return _props(metadata)
+
+
+def _merger(
+    dt: DeltaTable,
+    source: pa.Table | pa.RecordBatchReader,
+    predicate: str,
+    metadata: dict[str, Any] | None,
+    **options: Any,
+) -> TableMerger:
+    """A MERGE of ``source`` (alias ``s``) into ``dt`` (alias ``t``) stamped with ``metadata``."""
+    return dt.merge(
+        source,
+        predicate,
+        source_alias="s",
+        target_alias="t",
+        commit_properties=_props(metadata),
+        **options,
+    )
 
 
 @contextmanager
