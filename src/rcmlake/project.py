@@ -139,6 +139,12 @@ class Project:
             for r in rows
         ]
 
+    def lock_holder(self) -> dict[str, Any] | None:
+        """The run holding the lake's lock (host, pid, started_at), or None."""
+        from rcmlake.storage.lock import holder
+
+        return holder(self.lake.root) if self.lake.is_local else None
+
     def sql(self, query: str) -> pa.Table:
         """Run DuckDB SQL over every silver and gold table, registered as views by their names."""
         from rcmlake.serve.catalog import register_lake

@@ -568,3 +568,39 @@ def test_future_watermarks_are_capped_and_rows_read_again_are_appended_once(work
     }
     assert silver[ids[2]]["address"] == "3 Later St, Salem, OR"
     assert silver[ids[0]]["address"] == "1 Future Way, Salem, OR"
+
+
+def test_a_hung_run_is_named_by_the_lock_and_killing_it_frees_the_lake(workdir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rcmlake.errors import LakeLocked
+
+    project = make_project(workdir)
+    code = (
+        "import os, signal, sys\n"
+        "from rcmlake.storage.lock import lake_lock\n"
+        "with lake_lock(sys.argv[1], local=True):\n"
+        "    print('locked', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    hung = subprocess.Popen(
+        [sys.executable, "-c", code, project.lake.root], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert hung.stdout is not None and hung.stdout.readline().strip() == "locked"
+        for _ in range(50):
+            if project.lock_holder():
+                break
+            time.sleep(0.1)
+        who = project.lock_holder()
+        assert who is not None and who["pid"] == hung.pid
+        with pytest.raises(LakeLocked, match=rf"pid {hung.pid} on .* since .*kill <pid>"):
+            project.run(["bronze"])
+    finally:
+        hung.send_signal(signal.SIGKILL)
+        hung.wait(timeout=30)
+    assert project.lock_holder() is None
+    assert project.run(["bronze"]).exit_code == 0

@@ -80,8 +80,15 @@ def status(
     config: ConfigOpt = None,
     limit: Annotated[int, typer.Option(help="How many loads to show.")] = 20,
 ) -> None:
-    """Show the latest loads from the audit log."""
-    console().table("latest loads", project(config).status(limit))
+    """Show the latest loads from the audit log, and who holds the lake's lock."""
+    proj = project(config)
+    console().table("latest loads", proj.status(limit))
+    who = proj.lock_holder()
+    if who is not None:
+        console().warn(
+            f"lake locked by pid {who.get('pid')} on {who.get('host')} since {who.get('started_at')} "
+            "(if that run hangs: `kill <pid>` on that host, then run again)"
+        )
 
 
 @app.command()
