@@ -604,3 +604,34 @@ def test_a_hung_run_is_named_by_the_lock_and_killing_it_frees_the_lake(workdir: 
         hung.wait(timeout=30)
     assert project.lock_holder() is None
     assert project.run(["bronze"]).exit_code == 0
+
+
+def test_source_names_are_quoted_never_spliced(workdir: Path) -> None:
+    import yaml
+
+    con = _sqlite(workdir)
+    con.execute('CREATE TABLE "odd""name" AS SELECT * FROM departments')
+    n = con.execute("SELECT count(*) FROM departments").fetchone()[0]
+    con.commit()
+    con.close()
+    make_project(workdir)
+    raw = yaml.safe_load((workdir / "rcmlake.yaml").read_text())
+    raw["sources"]["hospital_a"]["tables"] += [
+        {"name": 'odd"name', "entity": "departments", "target": "departments_odd"},
+        {
+            "name": 'departments" WHERE 1=0 UNION SELECT * FROM patients --',
+            "entity": "departments",
+            "target": "departments_evil",
+        },
+    ]
+    (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
+    project = Project.load(workdir / "rcmlake.yaml")
+    result = project.run(["bronze"])
+    by = {r.table: r for r in result.records if r.datasource == "hospital_a"}
+    assert by["departments_odd"].status == "success"
+    assert project.lake.read("bronze/hospital_a/departments_odd").num_rows == n
+    assert (
+        by["departments_evil"].status == "failed"
+        and "table not found" in by["departments_evil"].error
+    )
+    assert project.lake.table("bronze/hospital_a/departments_evil") is None

@@ -77,7 +77,7 @@ def load_table(
         s.register("incoming", reader)
         s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")
-        cols = ", ".join(f'"{c}"' for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
+        cols = ", ".join(_ident(c) for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
         new_rows = "batch"
         future = "false"
         if table.load_type == "incremental":

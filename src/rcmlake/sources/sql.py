@@ -87,11 +87,13 @@ class SqlSource:
             engine.dispose()
 
     def quote(self, ident: str) -> str:
+        """``ident`` as a quoted identifier of this dialect, its quote character doubled, so
+        a name is only ever a name (``patients" WHERE …`` cannot read another table)."""
         if self.config.type == "mysql":
-            return f"`{ident}`"
+            return "`" + ident.replace("`", "``") + "`"
         if self.config.type == "mssql":
-            return f"[{ident}]"
-        return f'"{ident}"'
+            return "[" + ident.replace("]", "]]") + "]"
+        return '"' + ident.replace('"', '""') + '"'
 
     def query(self, table: TableConfig, since: str | None) -> str:
         """The extraction query; ``>=`` on the last committed watermark (ties are de-duplicated later)."""
