@@ -100,6 +100,9 @@ class Project:
         from rcmlake.transforms import validate
 
         validate(self.config)
+        for name, source in self.config.sources.items():
+            if not only or name in only:
+                source.resolved_url()  # a missing ${VAR} is a config error before any work
         for notice in self.config.notices:
             self.console.info(notice)
         ctx = self.context()

@@ -222,3 +222,25 @@ def test_feeds_cannot_reach_outside_the_landing_folder(
     raw["files"]["claims"] = {**raw["files"]["claims"], **change}
     with pytest.raises(ConfigError, match=says):
         load_config(write(tmp_path, raw))
+
+
+def test_a_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    text = yaml.safe_dump(demo_raw()) + "lake: somewhere_else\n"
+    (tmp_path / "rcmlake.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"line \d+.*duplicate key 'lake'"):
+        load_config(tmp_path / "rcmlake.yaml")
+
+
+def test_a_missing_environment_variable_stops_the_run_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rcmlake.project import Project
+
+    monkeypatch.delenv("HOSP_A_PW", raising=False)
+    raw = demo_raw()
+    raw["sources"]["hospital_a"]["url"] = "mysql://etl:${HOSP_A_PW}@127.0.0.1:9/a"
+    project = Project(parse_config(raw, base_dir=tmp_path))
+    with pytest.raises(ConfigError, match="environment variable HOSP_A_PW is not set") as caught:
+        project.run(["bronze"])
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "lake").exists()  # nothing was written

@@ -29,6 +29,22 @@ LOAD_CONFIG_HEADER = [
 ]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps
+    the last one and silently drops the first block."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path | str | None = None) -> ProjectConfig:
     """Load and validate a config file; relative paths in it start from its folder."""
     file = Path(path or DEFAULT_FILE)
@@ -37,7 +53,7 @@ def load_config(path: Path | str | None = None) -> ProjectConfig:
             "config file not found; run `rcmlake demo` or pass --config", file=str(file)
         )
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
