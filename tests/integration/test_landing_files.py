@@ -120,3 +120,33 @@ def test_claims_are_typed_and_bad_rows_kept_with_reasons(workdir: Path) -> None:
     assert all(e == ["PaidAmount=N/A"] for e in bad_cast["_cast_errors"].to_pylist())
     cpt = project.lake.read(bronze_path("codesets", "cpt_codes"))
     assert cpt.num_rows == 59 and "CPT Codes" in cpt.column_names
+
+
+def test_an_oversized_field_rejects_its_file_and_the_run_goes_on(workdir: Path) -> None:
+    good = (workdir / GOOD).read_text()
+    header, first = good.splitlines()[:2]
+    fields = first.split(",")
+    fields[11] = '"' + "x" * (3 << 20) + '"'  # a 3 MiB quoted ClaimStatus
+    name = "hospital1_huge.csv"
+    (workdir / "landing" / "claims" / name).write_text(header + "\n" + ",".join(fields) + "\n")
+    project = make_project(workdir)
+    result = project.run()
+    rejected = [r for r in result.records if r.status == "rejected"]
+    assert [Path(r.source_file).name for r in rejected] == [name]
+    assert "over the limit of 1,048,576" in rejected[0].error
+    assert "over the limit" in reject_reason(workdir, name)
+    assert result.exit_code == 1
+    # everything else loaded: both hospitals' good files, then silver and gold
+    b = [r for r in result.records if r.datasource == "hospital_b" and r.load_type == "file"]
+    assert b and all(r.status == "success" for r in b)
+    assert {r.status for r in result.records if r.layer == "gold"} == {"success"}
+    # the limit is config: raised, the same file loads (its value kept, quarantined by silver rules)
+    (workdir / "landing" / "rejected" / "claims" / name).rename(
+        workdir / "landing" / "claims" / name
+    )
+    raw_files = project.config.model_dump(mode="json")["files"]
+    raw_files["claims"]["max_line_bytes"] = 8 << 20
+    project = make_project(workdir, files=raw_files)
+    again = project.ingest({"claims"})
+    loaded = [r for r in again.records if r.source_file and r.source_file.endswith(name)]
+    assert loaded and loaded[0].status == "success" and loaded[0].rows_written == 1

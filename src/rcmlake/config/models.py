@@ -149,6 +149,12 @@ class FileFeedConfig(Strict):
         description="Which header and types the files carry."
     )
     target: str | None = Field(None, pattern=IDENT, description="Bronze table name.")
+    max_line_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="A file with a longer line is rejected with the reason (default 1 MiB).",
+    )
 
     @field_validator("patterns")
     @classmethod

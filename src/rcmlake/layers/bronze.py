@@ -228,7 +228,7 @@ def _load_file(
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
     try:
-        table = read_file(file, feed.layout)
+        table = read_file(file, feed.layout, feed.max_line_bytes)
     except FileRejected as exc:
         target = _unique(ctx.config.landing_dir / "rejected" / rel, digest)
         _move(file, target)

@@ -80,9 +80,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_file(path: Path, layout_name: str) -> pa.Table:
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # no claims or CPT row comes near 1 MiB; a bigger one is not data
+
+
+def read_file(
+    path: Path, layout_name: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> pa.Table:
     """Parse one landing file into an Arrow table of the layout's columns (typed) plus
-    ``_cast_errors`` and ``_malformed_line``."""
+    ``_cast_errors`` and ``_malformed_line``. A file with a line longer than
+    ``max_line_bytes``, or that the CSV reader cannot parse, is rejected with the reason."""
     layout = LAYOUTS[layout_name]
     data = path.read_bytes()
     if not data.strip():
@@ -101,22 +107,38 @@ def read_file(path: Path, layout_name: str) -> pa.Table:
         raise FileRejected("no data rows after the header")
     if not text.endswith(("\n", "\r")) and len(next(csv.reader([lines[-1]]))) != len(header):
         raise FileRejected(f"truncated: last line {len(lines)} is incomplete")
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    size = len(lines[longest].encode("utf-8"))
+    if size > max_line_bytes:
+        raise FileRejected(
+            f"line {longest + 1} is {size:,} bytes, over the limit of {max_line_bytes:,} "
+            "(the feed's max_line_bytes)"
+        )
     malformed: list[tuple[int | None, str]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         malformed.append((row.number, row.text))
         return "skip"
 
-    table = pacsv.read_csv(
-        io.BytesIO(text.encode("utf-8")),
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={h: pa.string() for h in header},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            # a block holds whole rows: larger than the longest line allowed, so a long
+            # quoted field never straddles two blocks
+            read_options=pacsv.ReadOptions(
+                column_names=header, skip_rows=1, block_size=max(1 << 20, 2 * max_line_bytes + 1)
+            ),
+            parse_options=pacsv.ParseOptions(
+                invalid_row_handler=on_invalid, newlines_in_values=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise FileRejected(f"cannot be parsed as CSV: {str(exc).splitlines()[0][:200]}") from None
     table = table.select(list(layout.columns))
     return _typed(table, layout, malformed)
 
