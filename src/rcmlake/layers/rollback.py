@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
-from rcmlake.errors import ConfigError, StorageError
+from rcmlake.errors import ConfigError
 from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import STATE_PATH
 from rcmlake.storage.audit import LoadRecord
-from rcmlake.storage.delta import commit_properties
 from rcmlake.storage.release import RELEASE_PATH
 from rcmlake.transforms import CODESETS, models
 
@@ -71,7 +71,7 @@ def rollback_before(ctx: RunContext, run_id: str) -> list[LoadRecord]:
         if target == dt.version():
             continue
         undone = [c for c in history if target is None or int(c["version"]) > target]
-        rec = restore(ctx, path, target)
+        rec = restore(ctx, path, history, target)
         _unarchive(ctx, undone)
         records.append(rec)
     ctx.audit.record(*records)
@@ -87,8 +87,9 @@ def rollback_table(ctx: RunContext, path: str, version: int) -> LoadRecord:
         raise ConfigError(
             f"{path} is at version {dt.version()}; give an earlier one (0..{dt.version() - 1})"
         )
-    undone = [c for c in ctx.lake.commits(path) if int(c["version"]) > version]
-    rec = restore(ctx, path, version)
+    history = ctx.lake.commits(path)
+    undone = [c for c in history if int(c["version"]) > version]
+    rec = restore(ctx, path, history, version)
     _unarchive(ctx, undone)
     if path.startswith("silver/"):
         _forget_batches(ctx, path.split("/", 1)[1], undone)
@@ -96,9 +97,12 @@ def rollback_table(ctx: RunContext, path: str, version: int) -> LoadRecord:
     return rec
 
 
-def restore(ctx: RunContext, path: str, version: int | None) -> LoadRecord:
+def restore(
+    ctx: RunContext, path: str, history: list[dict[str, Any]], version: int | None
+) -> LoadRecord:
     """One commit: the table as of ``version`` (None: empty), stamped with that version's
-    rcmlake metadata so watermarks and fingerprints read from the log stay true."""
+    rcmlake metadata (from ``history``, the table's commits) so watermarks and fingerprints
+    read from the log stay true."""
     layer, _, rest = path.partition("/")
     datasource, _, table = rest.rpartition("/")
     rec = ctx.record(layer=layer, datasource=datasource or "*", table=table, load_type="rollback")
@@ -107,16 +111,13 @@ def restore(ctx: RunContext, path: str, version: int | None) -> LoadRecord:
     rec.watermark_from = str(dt.version())
     meta: dict[str, object] = {"rolled_back_from": dt.version(), "run_id": ctx.run_id}
     if version is not None:
-        target = next(c for c in ctx.lake.commits(path) if int(c["version"]) == version)
+        target = next(c for c in history if int(c["version"]) == version)
         meta = {**target["rcmlake"], **meta, "batch_id": rec.batch_id}
-        try:
-            dt.restore(version, commit_properties=commit_properties(meta))
-        except Exception as exc:  # deltalake raises several classes here; translated once
-            raise StorageError(f"cannot restore {path} to version {version}: {exc}") from None
+        rec.delta_version = ctx.lake.restore(path, version, meta)
         rec.watermark_to = str(version)
     else:
         schema = pa.schema(dt.schema().to_arrow())
-        ctx.lake.write(
+        rec.delta_version = ctx.lake.write(
             path,
             schema.empty_table(),
             mode="overwrite",
@@ -124,7 +125,6 @@ def restore(ctx: RunContext, path: str, version: int | None) -> LoadRecord:
             metadata={**meta, "batch_id": rec.batch_id, "watermark_to": None},
         )
         rec.watermark_to = "empty"
-    rec.delta_version = ctx.lake.table(path).version()  # type: ignore[union-attr]
     return rec.finish(
         "success", f"restored {path} to {'empty' if version is None else f'version {version}'}"
     )

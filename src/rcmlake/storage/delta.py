@@ -184,6 +184,15 @@ class Lake:
             )
             return dict(merger.execute())
 
+    def restore(self, path: str, version: int, metadata: dict[str, Any] | None = None) -> int:
+        """The table as of ``version``, as one new commit stamped with ``metadata``; returns
+        the new version."""
+        dt = self.table(path)
+        assert dt is not None
+        with _translated(path, "restore"):
+            dt.restore(version, commit_properties=_props(metadata))
+        return dt.version()
+
     def delete(self, path: str, predicate: str, metadata: dict[str, Any] | None = None) -> int:
         """Delete the rows matching ``predicate`` in one commit; returns how many."""
         dt = self.table(path)
@@ -207,11 +216,6 @@ class Lake:
             }
             out.append({**info, "rcmlake": meta})
         return out
-
-
-def commit_properties(metadata: dict[str, Any] | None) -> CommitProperties | None:
-    """rcmlake's metadata as Delta commit properties (``rcmlake.<key>`` = JSON)."""
-    return _props(metadata)
 
 
 def _merger(
