@@ -24,6 +24,11 @@ from typing import Any
 import pyarrow as pa
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a standard SQL quoted identifier, ``"`` doubled: always a name, never SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class EngineSession(AbstractContextManager["EngineSession"], ABC):
     """One connection's worth of state: registered relations and temp tables."""
 

@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, TableConfig
+from rcmlake.engines.base import quote_ident
 from rcmlake.errors import FileRejected, RcmlakeError, SourceError, is_transient
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
@@ -77,11 +78,11 @@ def load_table(
         s.register("incoming", reader)
         s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")
-        cols = ", ".join(_ident(c) for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
+        cols = ", ".join(quote_ident(c) for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
         new_rows = "batch"
         future = "false"
         if table.load_type == "incremental":
-            wm = _ident(table.watermark or "")
+            wm = quote_ident(table.watermark or "")
             wm_type = s.scalar(f"SELECT typeof({wm}) FROM batch LIMIT 1") or "VARCHAR"
             # a watermark in the future (2099-01-01 typed by hand) would move the table's
             # watermark past every later change: such rows load, but never set the watermark
@@ -153,10 +154,6 @@ def _rows_held(ctx: RunContext, path: str) -> int:
 
 
 FUTURE_TOLERANCE = timedelta(days=1)  # clocks and time zones of sources differ by hours
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _lit(value: str) -> str:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from rcmlake.config.models import SourceConfig, TableConfig
+from rcmlake.engines.base import quote_ident
 from rcmlake.errors import SchemaDriftError, SourceError, SourceUnavailable
 from rcmlake.storage.lake_types import plain_strings
 
@@ -93,7 +94,7 @@ class SqlSource:
             return "`" + ident.replace("`", "``") + "`"
         if self.config.type == "mssql":
             return "[" + ident.replace("]", "]]") + "]"
-        return '"' + ident.replace('"', '""') + '"'
+        return quote_ident(ident)
 
     def query(self, table: TableConfig, since: str | None) -> str:
         """The extraction query; ``>=`` on the last committed watermark (ties are de-duplicated later)."""

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from rcmlake.config.models import ProjectConfig, RuleConfig
+from rcmlake.engines.base import quote_ident
 from rcmlake.errors import ConfigError, SchemaDriftError
 
 CODESETS = "codesets"
@@ -183,7 +184,7 @@ def column_expr(value: str, columns: list[str], where: str) -> str:
     map a column to ``NULL`` explicitly when a source does not have it.
     """
     if value in columns:
-        return '"' + value.replace('"', '""') + '"'
+        return quote_ident(value)
     if value.upper() == "NULL":
         return "NULL"
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ ]*", value):
