@@ -300,3 +300,23 @@ def test_a_new_package_version_rebuilds_gold(
 
     monkeypatch.setattr(gold_layer, "models", patched)
     assert {r.status for r in lake.run(["gold"]).records} == {"success"}
+
+
+def test_a_complete_build_killed_before_its_release_is_released_without_rebuilding(
+    tmp_path: Path, synth_template: Path
+) -> None:
+    from rcmlake.storage import release
+
+    shutil.copytree(synth_template, tmp_path, dirs_exist_ok=True)
+    project = make_project(tmp_path)
+    assert project.run().exit_code == 0
+    built = release.latest(project.lake)
+    assert built is not None
+    # the build committed every table, but its release row never landed
+    project.lake.write(release.RELEASE_PATH, release.SCHEMA.empty_table(), mode="overwrite")
+    result = project.run(["gold"])
+    assert {r.status for r in result.records} == {"recovered"}
+    again = release.latest(project.lake)
+    assert again is not None and again.versions == built.versions
+    assert again.as_of_date == built.as_of_date and again.fingerprint == built.fingerprint
+    assert {r.status for r in project.run(["gold"]).records} == {"no_change"}

@@ -67,17 +67,22 @@ def _current_versions(ctx: RunContext) -> dict[str, int | None]:
     return out
 
 
-def _built_unreleased(ctx: RunContext, fp: str) -> dict[str, int] | None:
-    """Versions of a complete build of ``fp`` that was killed before its release, if any:
-    every gold model's newest commit carries ``fp`` from one run."""
-    versions, runs = {}, set()
+def _built_unreleased(ctx: RunContext, fp: str) -> tuple[dict[str, int], str] | None:
+    """Versions (and as-of date) of a complete build of ``fp`` that was killed before its
+    release, if any: every gold model's newest commit carries ``fp`` from one run."""
+    versions, runs, as_of = {}, set(), ""
     for m in models("gold"):
         commits = ctx.lake.commits(gold_path(m.name), limit=1)
         if not commits or commits[0]["rcmlake"].get("fingerprint") != fp:
             return None
         versions[m.name] = int(commits[0]["version"])
         runs.add(commits[0]["rcmlake"].get("run_id"))
-    return versions if len(runs) == 1 else None
+        as_of = str(commits[0]["rcmlake"].get("as_of_date", ""))
+    return (versions, as_of) if len(runs) == 1 else None
+
+
+def _start(ctx: RunContext, m: Model) -> LoadRecord:
+    return ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
 
 
 def default_as_of(s: Any) -> date:
@@ -101,19 +106,18 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
     for m in all_models:
         ctx.audit.recover(gold_path(m.name), layer="gold", datasource="*", table=m.name)
     fp = fingerprint(ctx)
-
-    def start(m: Model) -> LoadRecord:
-        return ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
-
     current = release.latest(ctx.lake)
     if current and current.fingerprint == fp and current.versions == _current_versions(ctx):
-        records = [start(m).finish("no_change") for m in all_models]
+        records = [_start(ctx, m).finish("no_change") for m in all_models]
         ctx.audit.record(*records)
         return records
     if (built := _built_unreleased(ctx, fp)) is not None:
-        release.publish(ctx.lake, run_id=ctx.run_id, fingerprint=fp, versions=built, as_of_date="")
+        versions, as_of = built
+        release.publish(
+            ctx.lake, run_id=ctx.run_id, fingerprint=fp, versions=versions, as_of_date=as_of
+        )
         records = [
-            start(m).finish("recovered", "built before the run stopped; released now")
+            _start(ctx, m).finish("recovered", "built before the run stopped; released now")
             for m in all_models
         ]
         ctx.audit.record(*records)
@@ -143,7 +147,7 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
         s.execute("CREATE SCHEMA IF NOT EXISTS gold")
         failed = False
         for m in all_models:
-            rec = ctx.record(layer="gold", datasource="*", table=m.name, load_type="rebuild")
+            rec = _start(ctx, m)
             if failed:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
                 continue
