@@ -13,19 +13,29 @@ from rcmlake.storage.delta import Lake
 from rcmlake.transforms import models
 
 
+def _read_at(lake: Lake) -> dict[str, tuple[str, int | None]]:
+    """Qualified name -> (lake path, version to read) for every model, built or not. Gold is
+    read at the versions of its latest release, so a reader never mixes tables of two builds;
+    silver (and gold before any release) at the current version."""
+    pinned = release.latest(lake)
+    return {
+        f"{layer}.{m.name}": (
+            f"{layer}/{m.name}",
+            pinned.versions.get(m.name) if pinned and layer == "gold" else None,
+        )
+        for layer in ("silver", "gold")
+        for m in models(layer)
+    }
+
+
 def lake_tables(lake: Lake) -> dict[str, tuple[str, int | None]]:
     """Qualified name (``silver.patients``) -> (lake path, version to read), for the tables
-    that exist. Gold is read at the versions of its latest release, so a reader never mixes
-    tables of two builds; silver (and gold before any release) at the current version."""
-    pinned = release.latest(lake)
-    out: dict[str, tuple[str, int | None]] = {}
-    for layer in ("silver", "gold"):
-        for m in models(layer):
-            path = f"{layer}/{m.name}"
-            version = pinned.versions.get(m.name) if pinned and layer == "gold" else None
-            if version is not None or lake.exists(path):
-                out[f"{layer}.{m.name}"] = (path, version)
-    return out
+    that exist."""
+    return {
+        name: (path, version)
+        for name, (path, version) in _read_at(lake).items()
+        if version is not None or lake.exists(path)
+    }
 
 
 def register_lake(s: EngineSession, lake: Lake) -> list[str]:
@@ -33,8 +43,8 @@ def register_lake(s: EngineSession, lake: Lake) -> list[str]:
     names = []
     for layer in ("silver", "gold"):
         s.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-    for qualified, (path, version) in lake_tables(lake).items():
-        data = lake.dataset(path, version)
+    for qualified, (path, version) in _read_at(lake).items():
+        data = lake.dataset(path, version)  # one open per table; None when not built
         if data is None:
             continue
         layer, name = qualified.split(".")
