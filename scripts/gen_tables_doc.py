@@ -25,7 +25,7 @@ COMMON = {
     "_batch_id": "the bronze batch the row came from",
     "_row_hash": "md5 of the CDM columns; an upsert writes only when it changes",
     "_updated_at": "when rcmlake last wrote the row (UTC)",
-    "cast_errors": "`column=raw value` for each value silver could not type (rule values_typed)",
+    "cast_errors": "the column of each value silver could not type (rule values_typed; never the value, which stays in bronze)",
     "dq_failures": "error-severity quality rules the row failed",
     "dq_warnings": "warn-severity quality rules the row failed",
     "is_quarantined": "true when dq_failures is not empty; quarantined rows never reach gold",

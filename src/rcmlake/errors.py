@@ -25,6 +25,8 @@ row key only.
 
 from __future__ import annotations
 
+import re
+
 
 class RcmlakeError(Exception):
     """Base of every error rcmlake raises on purpose."""
@@ -99,6 +101,22 @@ class MissingDependencyError(RcmlakeError):
     """An optional extra is needed, e.g. ``pip install rcmlake[spark]``."""
 
     exit_code = 2
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_CSV_ROW = re.compile(r"(Expected \d+ columns, got \d+):.*")
+
+
+def scrub(message: str) -> str:
+    """``message`` without the data values third-party libraries quote in their errors.
+
+    DuckDB (``Could not convert string '1985-13-45'``, ``invalid date field format:
+    "…"``) and Arrow's CSV reader (``got 3: <the row>``) put the offending value in the
+    message; in rcmlake that value can be a date of birth or a note. Quoted text of
+    either kind goes (DuckDB quotes identifiers and values alike). Every message that reaches the audit log or the console
+    passes through here, so an error names where (table, column, row key), never what.
+    """
+    return _CSV_ROW.sub(r"\1", _QUOTED.sub("…", message))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -153,7 +153,7 @@ def test_values_that_do_not_parse_are_quarantined_with_their_column(tmp_path: Pa
     }
     bad = tx["TRANS2"]
     assert bad["is_quarantined"] and "values_typed" in bad["dq_failures"]
-    assert sorted(bad["cast_errors"]) == ["amount=twelve", "service_date=31/02/2025"]
+    assert sorted(bad["cast_errors"]) == ["amount", "service_date"]  # the columns, never the values
     assert bad["amount"] is None and bad["service_date"] is None
     assert str(tx["TRANS3"]["amount"]) == "1234.50" and tx["TRANS3"]["cast_errors"] == []
     assert [k for k, r in tx.items() if r["is_quarantined"]] == ["TRANS2"], {
@@ -512,7 +512,7 @@ def test_a_source_time_zone_turns_naive_times_into_utc(workdir: Path) -> None:
         Project.load(workdir / "rcmlake.yaml")
 
 
-def test_future_watermarks_are_capped_and_rows_read_again_are_appended_once(workdir: Path) -> None:
+def test_future_and_null_watermarks_lose_nothing_and_are_reported(workdir: Path) -> None:
     project = make_project(workdir)
     assert project.run(["bronze", "silver"]).exit_code == 0
     con = _sqlite(workdir)
@@ -568,6 +568,20 @@ def test_future_watermarks_are_capped_and_rows_read_again_are_appended_once(work
     }
     assert silver[ids[2]]["address"] == "3 Later St, Salem, OR"
     assert silver[ids[0]]["address"] == "1 Future Way, Salem, OR"
+    # the NULL-watermark edit is reported, reaches silver as the current version, dated by
+    # its ingestion; its earlier version is closed
+    assert "1 rows have no ModifiedDate" in (rec.error or "")
+    assert silver[ids[1]]["address"] == "2 Null Rd, Salem, OR"
+    ingested = next(
+        r["_ingested_at"] for r in bronze if r["PatientID"] == ids[1] and r["ModifiedDate"] is None
+    )
+    assert silver[ids[1]]["effective_from"] == ingested
+    history = [
+        r
+        for r in project.lake.read(silver_path("patients")).to_pylist()
+        if r["datasource"] == "hospital_a" and r["source_patient_id"] == ids[1]
+    ]
+    assert len(history) == 2 and sum(r["is_current"] for r in history) == 1
 
 
 def test_a_hung_run_is_named_by_the_lock_and_killing_it_frees_the_lake(workdir: Path) -> None:
@@ -635,3 +649,30 @@ def test_source_names_are_quoted_never_spliced(workdir: Path) -> None:
         and "table not found" in by["departments_evil"].error
     )
     assert project.lake.table("bronze/hospital_a/departments_evil") is None
+
+
+def test_errors_and_silver_never_carry_the_bad_value(tmp_path: Path) -> None:
+    """A value that does not type is named by its column and row, never shown: not in
+    silver, not in the audit log, not in an engine error."""
+    from rcmlake.engines.duckdb import DuckDBEngine
+    from rcmlake.errors import EngineError
+    from tests.integration.test_gold_kpis import build
+
+    project = build(tmp_path, untyped=True)
+    con = sqlite3.connect(tmp_path / "sources" / "tiny.db")
+    con.execute(
+        "UPDATE patients SET DOB = '1970-13-45 secret-note' WHERE PatientID = 'HOSP1-000001'"
+    )
+    con.commit()
+    con.close()
+    assert project.run().exit_code == 0
+    patient = project.lake.read(silver_path("patients")).to_pylist()[0]
+    assert patient["cast_errors"] == ["date_of_birth"] and patient["is_quarantined"]
+    from rcmlake.serve.catalog import lake_tables
+
+    for name, (path, _) in lake_tables(project.lake).items():
+        assert "secret-note" not in str(project.lake.read(path).to_pylist()), name
+    assert "secret-note" not in str(project.lake.read("_audit/loads").to_pylist())
+    with DuckDBEngine().session() as s, pytest.raises(EngineError) as err:
+        s.sql("SELECT CAST('1970-13-45 secret-note' AS DATE)")
+    assert "secret-note" not in str(err.value) and "Conversion Error" in str(err.value)

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console as RichConsole
 
 from rcmlake.console import TerminalConsole
-from rcmlake.errors import RcmlakeError
+from rcmlake.errors import RcmlakeError, scrub
 
 app = typer.Typer(
     name="rcmlake",
@@ -107,6 +107,6 @@ def _main() -> None:
         if state["debug"]:
             raise
         err.print(
-            f"[red]Internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+            f"[red]Internal error:[/] {type(exc).__name__}: {scrub(str(exc))} (rerun with --debug for the traceback)"
         )
         sys.exit(3)

@@ -153,12 +153,15 @@ class Engine(ABC):
         raise ValueError(f"unknown CDM type {target!r}")
 
     def cast_error(self, column: str, expr: str, raw_type: str, typed: str) -> str | None:
-        """SQL for ``'column=raw value'`` when a present value did not type, else NULL."""
+        """SQL for the column's name when a present value did not type, else NULL.
+
+        Never the value: it may be a date of birth or a note, and ``cast_errors`` reaches
+        silver, where analysts read. The raw value stays in bronze, found by the row key."""
         raw = raw_type.upper()
         if raw.startswith("VARCHAR") or raw in ("TEXT", "STRING"):
             v = self.missing_as_null(expr)
-            return f"CASE WHEN {v} IS NOT NULL AND {typed} IS NULL THEN '{column}=' || {expr} END"
-        return f"CASE WHEN {expr} IS NOT NULL AND {typed} IS NULL THEN '{column}=' || CAST({expr} AS VARCHAR) END"
+            return f"CASE WHEN {v} IS NOT NULL AND {typed} IS NULL THEN '{column}' END"
+        return f"CASE WHEN {expr} IS NOT NULL AND {typed} IS NULL THEN '{column}' END"
 
     @abstractmethod
     def session(self) -> EngineSession: ...

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from rcmlake.engines.base import Engine, EngineSession
-from rcmlake.errors import EngineError
+from rcmlake.errors import EngineError, scrub
 
 BATCH_ROWS = 122_880  # DuckDB's row group size: batches stay bounded whatever the table size
 
@@ -54,20 +54,20 @@ class DuckDBSession(EngineSession):
         try:
             return self.con.sql(query, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
 
     def stream(self, query: str, params: list[Any] | None = None) -> pa.RecordBatchReader:
         """The result as a stream of record batches (the session must stay open while read)."""
         try:
             return self.con.sql(query, params=params).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
 
     def execute(self, statement: str, params: list[Any] | None = None) -> None:
         try:
             self.con.execute(statement, params or [])
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {str(exc).splitlines()[0]}") from None
+            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
 
     def close(self) -> None:
         self.con.close()

@@ -106,11 +106,19 @@ def load_table(
             )
             rec.watermark_to = top or since
             ahead = s.scalar(f"SELECT count(*) FROM {new_rows} WHERE {future}")
+            missing = s.scalar(f"SELECT count(*) FROM batch WHERE {wm} IS NULL")
+            notes = []
             if ahead:
-                rec.error = (
+                notes.append(
                     f"{ahead:,} rows have {table.watermark} after {cap[:10]} (in the future): "
                     "loaded, but the watermark stays at the latest present value"
                 )
+            if missing:
+                notes.append(
+                    f"{missing:,} rows have no {table.watermark}: read again every run (appended "
+                    "once per content); silver dates them by when they were ingested"
+                )
+            rec.error = "; ".join(notes) or None
         content = None
         emptied = False
         if table.load_type == "full":

@@ -132,7 +132,7 @@ def _typed_select(
 
     Sources type columns as they like (all-text staging schemas, REAL money, dates as
     ``MM/DD/YYYY``), so silver types every CDM column itself: a value that does not parse
-    becomes NULL, and ``column=raw value`` goes into ``cast_errors`` (rule ``values_typed``).
+    becomes NULL, and the column's name (never the value: it may be PHI) goes into ``cast_errors`` (rule ``values_typed``).
     """
     mapped = mapping(ctx.config, ds, m.name)
     select = ", ".join(
@@ -153,6 +153,10 @@ def _typed_select(
         expr = ctx.engine.safe_cast(
             f'"{col}"', raw_types[col], target, zone if target == "timestamp" else None
         )
+        if col == "source_modified_at" and target == "timestamp":
+            # a row without a source time (NULL watermark) is dated by when rcmlake first saw
+            # that content, so it orders after what was known before; bronze reports such rows
+            expr = f"coalesce({expr}, CAST(_ingested_at AS TIMESTAMP))"
         typed.append(f'{expr} AS "{col}"')
         if target not in ("text", "raw"):
             errors.append(ctx.engine.cast_error(col, f'"{col}"', raw_types[col], expr))

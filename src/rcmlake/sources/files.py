@@ -5,7 +5,7 @@ truncated) raises :class:`FileRejected` with the reason, and the caller moves
 it to ``rejected/``. A file that reads but has bad rows is kept whole: a row
 with the wrong number of fields is stored with its raw text in
 ``_malformed_line``; a value that does not parse as its type is stored as
-NULL with ``column=value`` listed in ``_cast_errors``. Silver quarantines
+NULL with its column named (never its value) in ``_cast_errors``. Silver quarantines
 both, so nothing is lost and nothing is silently coerced.
 """
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from rcmlake.engines.duckdb import connect
-from rcmlake.errors import FileRejected
+from rcmlake.errors import FileRejected, scrub
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,9 @@ def read_file(
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise FileRejected(f"cannot be parsed as CSV: {str(exc).splitlines()[0][:200]}") from None
+        raise FileRejected(
+            f"cannot be parsed as CSV: {scrub(str(exc).splitlines()[0])[:200]}"
+        ) from None
     table = table.select(list(layout.columns))
     return _typed(table, layout, malformed)
 
@@ -162,7 +164,7 @@ def _typed(raw: pa.Table, layout: Layout, malformed: list[tuple[int | None, str]
     selects = ", ".join(f'{cast(c)} AS "{c}"' for c in layout.columns)
     checks = (
         ", ".join(
-            f"CASE WHEN nullif(trim(\"{c}\"), '') IS NOT NULL AND {cast(c)} IS NULL THEN '{c}=' || \"{c}\" END"
+            f"CASE WHEN nullif(trim(\"{c}\"), '') IS NOT NULL AND {cast(c)} IS NULL THEN '{c}' END"
             for c in layout.types
         )
         or "NULL"

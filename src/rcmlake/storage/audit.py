@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rcmlake.errors import scrub
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
 
@@ -79,7 +80,7 @@ class LoadRecord:
 
     def finish(self, status: str, error: str | None = None) -> LoadRecord:
         assert status in STATUSES, status
-        self.status, self.error = status, error
+        self.status, self.error = status, None if error is None else scrub(error)
         self.ended_at = now()
         self.duration_s = (self.ended_at - self.started_at).total_seconds()
         return self
