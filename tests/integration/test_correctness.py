@@ -676,3 +676,63 @@ def test_errors_and_silver_never_carry_the_bad_value(tmp_path: Path) -> None:
     with DuckDBEngine().session() as s, pytest.raises(EngineError) as err:
         s.sql("SELECT CAST('1970-13-45 secret-note' AS DATE)")
     assert "secret-note" not in str(err.value) and "Conversion Error" in str(err.value)
+
+
+def test_a_duplicated_department_is_quarantined_and_the_good_row_kept(workdir: Path) -> None:
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    con = _sqlite(workdir)
+    dept, name = con.execute(
+        "SELECT DeptID, Name FROM departments ORDER BY DeptID LIMIT 1"
+    ).fetchone()
+    con.execute("INSERT INTO departments (DeptID, Name) VALUES (?, 'Typo Department')", [dept])
+    con.commit()
+    con.close()
+    key = f"{dept}-hospital_a"
+    before = (
+        project.sql(
+            f"SELECT count(*) FROM fact_transaction t JOIN dim_department d USING (department_sk) "
+            f"WHERE d.department_key = '{key}'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert before > 0
+    result = project.run()
+    rec = next(
+        r
+        for r in result.records
+        if r.layer == "bronze" and r.table == "departments" and r.datasource == "hospital_a"
+    )
+    assert "1 values of the primary key [DeptID] have rows that differ" in (rec.error or "")
+    rows = [
+        r
+        for r in project.lake.read(silver_path("departments")).to_pylist()
+        if r["department_key"] == key
+    ]
+    quarantined = sorted(r["name"] for r in rows if r["is_quarantined"])
+    assert quarantined == sorted([name, "Typo Department"])
+    assert all(r["dq_failures"] == ["unique_key"] for r in rows if r["is_quarantined"])
+    assert [r["name"] for r in rows if not r["is_quarantined"]] == [name]
+    # gold keeps the department and every transaction of it
+    after = (
+        project.sql(
+            f"SELECT count(*) FROM fact_transaction t JOIN dim_department d USING (department_sk) "
+            f"WHERE d.department_key = '{key}'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert after == before
+    # once the source is fixed, the department is clean again
+    con = _sqlite(workdir)
+    con.execute("DELETE FROM departments WHERE Name = 'Typo Department'")
+    con.commit()
+    con.close()
+    assert project.run().exit_code == 0
+    rows = [
+        r
+        for r in project.lake.read(silver_path("departments")).to_pylist()
+        if r["department_key"] == key
+    ]
+    assert [(r["name"], r["is_quarantined"]) for r in rows] == [(name, False)]

@@ -20,7 +20,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, TableConfig
-from rcmlake.engines.base import quote_ident
+from rcmlake.engines.base import EngineSession, quote_ident
 from rcmlake.errors import FileRejected, RcmlakeError, SourceError, is_transient
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
@@ -100,6 +100,7 @@ def load_table(
             )
             new_rows = "fresh"
         count = s.scalar(f"SELECT count(*) FROM {new_rows}")
+        duplicated = _duplicate_keys(s, table)
         if table.load_type == "incremental":
             top = s.scalar(
                 f"SELECT CAST(max({wm}) AS VARCHAR) FROM {new_rows} WHERE NOT coalesce({future}, false)"
@@ -119,6 +120,10 @@ def load_table(
                     "once per content); silver dates them by when they were ingested"
                 )
             rec.error = "; ".join(notes) or None
+        if duplicated:
+            rec.error = "; ".join(
+                n for n in (rec.error, f"{duplicated:,} {_key_phrase(table)}") if n
+            )
         content = None
         emptied = False
         if table.load_type == "full":
@@ -154,6 +159,30 @@ def load_table(
     faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success", rec.error))
     return rec
+
+
+def _duplicate_keys(s: EngineSession, table: TableConfig) -> int:
+    """How many ``primary_key`` values the extracted batch holds more than once (with the
+    same watermark, for incremental tables: an update at a later time is no duplicate)."""
+    if not table.primary_key:
+        return 0
+    group = [*table.primary_key, *([table.watermark] if table.load_type == "incremental" else [])]
+    cols = ", ".join(quote_ident(c) for c in group if c)
+    return int(
+        s.scalar(
+            f"SELECT count(*) FROM (SELECT {cols} FROM batch GROUP BY ALL "
+            "HAVING count(*) > 1 AND count(DISTINCT batch) > 1)"
+        )
+        or 0
+    )
+
+
+def _key_phrase(table: TableConfig) -> str:
+    key = ", ".join(table.primary_key)
+    return (
+        f"values of the primary key [{key}] have rows that differ: silver quarantines them "
+        "(unique_key) and keeps the version it already held"
+    )
 
 
 def _rows_held(ctx: RunContext, path: str) -> int:

@@ -5,8 +5,9 @@ For each model of ``transforms/silver/silver.yml``, in order:
 1. **stage**: bronze batches this entity has not processed yet, from every
    datasource that has the table, renamed to CDM columns by the config mapping;
 2. **model**: the entity's SQL file (typing, trimming, vocabularies, surrogate keys);
-3. **dedupe**: one row per key and modified time; rows that share both but differ in
-   content fail ``unique_key``;
+3. **dedupe**: exact repeats dropped; rows that share key and modified time but differ
+   in content are all kept and fail ``unique_key`` (a ``full`` entity keeps the good row
+   it already held for that key);
 4. **quality**: each rule's predicate evaluated into ``dq_failures`` / ``dq_warnings``;
 5. **commit** by history: ``full`` replaces a datasource's rows, ``upsert`` merges by key
    when content changed, ``scd2`` closes current versions and opens new ones;
@@ -147,15 +148,20 @@ def _typed_select(
     source = ctx.config.sources.get(ds)
     zone = getattr(source, "timezone", None)
     types = cdm_types(m)
+    watermarks = {
+        t.watermark
+        for t in getattr(source, "tables", [])
+        if t.load_type == "incremental" and t.entity_name == m.source
+    }
     typed, errors = [], []
     for col in mapped:
         target = types.get(col, "text")
         expr = ctx.engine.safe_cast(
             f'"{col}"', raw_types[col], target, zone if target == "timestamp" else None
         )
-        if col == "source_modified_at" and target == "timestamp":
-            # a row without a source time (NULL watermark) is dated by when rcmlake first saw
-            # that content, so it orders after what was known before; bronze reports such rows
+        if col == "source_modified_at" and mapped[col] in watermarks:
+            # a row without a watermark is dated by when rcmlake first saw that content, so
+            # it orders after what was known before (bronze re-reads and reports such rows)
             expr = f"coalesce({expr}, CAST(_ingested_at AS TIMESTAMP))"
         typed.append(f'{expr} AS "{col}"')
         if target not in ("text", "raw"):
@@ -171,13 +177,16 @@ def _typed_select(
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
-    """``modeled`` → ``checked``: dedupe per key and time, flag conflicts, evaluate the rules."""
+    """``modeled`` → ``checked``: drop exact repeats, flag conflicts, evaluate the rules.
+
+    Rows that share key and source time but differ are all kept, each quarantined as
+    ``unique_key``: which one is right is for the source to say, and nothing is dropped."""
     key = m.key
     s.execute(f"""
         CREATE OR REPLACE TEMP VIEW ranked AS
         SELECT *,
                count(DISTINCT _row_hash) OVER (PARTITION BY {key}, source_modified_at) > 1 AS _conflict,
-               row_number() OVER (PARTITION BY {key}, source_modified_at ORDER BY _row_hash) AS _rn
+               row_number() OVER (PARTITION BY {key}, source_modified_at, _row_hash) AS _rn
         FROM modeled""")
     s.execute(
         "CREATE OR REPLACE TEMP VIEW deduped AS SELECT * EXCLUDE (_rn) FROM ranked WHERE _rn = 1"
@@ -389,10 +398,20 @@ def _write_full(
         r["datasource"] for r in s.sql("SELECT DISTINCT datasource FROM checked").to_pylist()
     )
     predicate = "datasource IN (" + ", ".join(f"'{d}'" for d in sources) + ")"
-    exists = ctx.lake.exists(silver_path(m.name))
+    current = ctx.lake.dataset(silver_path(m.name))
+    exists = current is not None
+    rows = "SELECT *, ? AS _updated_at FROM checked"
+    if current is not None:
+        # Two rows for one key (a duplicated department) are both quarantined; the good row
+        # silver already holds for that key stays, so gold keeps the department meanwhile.
+        s.register("full_now", current)
+        rows += f"""
+            UNION ALL BY NAME
+            SELECT * FROM full_now WHERE {predicate} AND NOT is_quarantined AND {m.key} IN
+                (SELECT {m.key} FROM checked WHERE list_contains(dq_failures, '{UNIQUE_KEY}'))"""
     ctx.lake.write(
         silver_path(m.name),
-        to_lake_stream(s.stream("SELECT *, ? AS _updated_at FROM checked", [now])),
+        to_lake_stream(s.stream(rows, [now])),
         mode="overwrite",
         metadata=_meta(ctx, rec, None if exists else m),
         schema_mode=None if exists else "overwrite",
@@ -456,7 +475,7 @@ def _write_scd2(
             WHERE {key} IN (SELECT {key} FROM incoming)
             UNION ALL BY NAME SELECT * FROM incoming
         ), steps AS (
-            SELECT *, lag(_th) OVER (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC) AS _prev
+            SELECT *, lag(_th) OVER (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash) AS _prev
             FROM chain
         )
         SELECT * EXCLUDE (_prev) FROM steps WHERE _prev IS NULL OR _prev <> _th""")
@@ -467,7 +486,7 @@ def _write_scd2(
                    CASE WHEN _from <= lag(_from) OVER w THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND
                         ELSE _from END AS _start
             FROM versions
-            WINDOW w AS (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC)
+            WINDOW w AS (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash)
         )
         SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started""")
     s.execute(

@@ -118,6 +118,10 @@ class SqlSource:
             raise SchemaDriftError(
                 f"{self.name}.{table.name}: watermark column {table.watermark} not found; columns: {columns}"
             )
+        if missing := [c for c in table.primary_key if c not in columns]:
+            raise SchemaDriftError(
+                f"{self.name}.{table.name}: primary_key column(s) {missing} not found in the source"
+            )
         try:
             reader = cx.read_sql(
                 self.connectorx_url(),
