@@ -231,3 +231,59 @@ def test_audit_log_records_every_load(workdir: Path) -> None:
     status = project.status(5)
     assert len(status) == 5 and {"when", "table", "rows", "status"} <= set(status[0])
     assert project.lake.exists(AUDIT_PATH)
+
+
+def test_schema_drift_flows_or_stops_only_its_table(backend: Backend) -> None:
+    """A column added at the source flows into bronze; an unmapped one dropped is reported;
+    a mapped one dropped stops that table, by name, and the rest of the run goes on."""
+    backend.synth()
+    project = make_project(backend.workdir, backend.urls())
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    src = SqlSource("hospital_a", project.config.sources["hospital_a"], project.config.base_dir)
+    q = src.quote
+    engine = sa.create_engine(src.sqlalchemy_url())
+    with engine.begin() as con:
+        top = con.execute(sa.text(f"SELECT max({q('ModifiedDate')}) FROM patients")).scalar_one()
+        pid = con.execute(
+            sa.text(f"SELECT min({q('PatientID')}) FROM patients WHERE {q('ModifiedDate')} = :top"),
+            {"top": top},
+        ).scalar_one()
+        con.execute(
+            sa.text(f"ALTER TABLE patients ADD COLUMN {q('PreferredLanguage')} VARCHAR(20)")
+        )
+        con.execute(
+            sa.text(
+                f"UPDATE patients SET {q('PreferredLanguage')} = 'es' WHERE {q('PatientID')} = :p"
+            ),
+            {"p": pid},
+        )
+        con.execute(sa.text(f"ALTER TABLE encounters DROP COLUMN {q('InsertedDate')}"))
+        con.execute(sa.text(f"ALTER TABLE transactions DROP COLUMN {q('VisitType')}"))
+    engine.dispose()
+    held = bronze_count(project, "hospital_a", "patients")
+    tx_version = project.lake.table(bronze_path("hospital_a", "transactions")).version()
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 1
+    by = {
+        r.table: r for r in result.records if r.datasource == "hospital_a" and r.layer == "bronze"
+    }
+    assert by["patients"].status == "success" and by["patients"].rows_written == 1
+    assert "new column(s) PreferredLanguage added to bronze" in by["patients"].error
+    patients = project.lake.read(bronze_path("hospital_a", "patients"))
+    assert patients.num_rows == held + 1
+    assert [r["PatientID"] for r in patients.to_pylist() if r["PreferredLanguage"] == "es"] == [pid]
+    assert by["encounters"].status in ("success", "no_change")
+    assert "InsertedDate no longer delivered" in by["encounters"].error
+    assert by["transactions"].status == "failed"
+    assert "mapped column(s) VisitType no longer in the source" in by["transactions"].error
+    assert project.lake.table(bronze_path("hospital_a", "transactions")).version() == tx_version
+    # the other hospital and silver went on
+    assert all(
+        r.status in ("success", "no_change")
+        for r in result.records
+        if r.datasource == "hospital_b" or r.layer == "silver"
+    )
+    again = project.run(["bronze"])
+    by = {r.table: r for r in again.records if r.datasource == "hospital_a"}
+    assert by["patients"].status == "no_change"
+    assert bronze_count(project, "hospital_a", "patients") == held + 1

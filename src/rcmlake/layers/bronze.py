@@ -11,17 +11,25 @@ the append. Full tables are replaced only when their content changed.
 
 from __future__ import annotations
 
+import re
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.dataset as ds
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, TableConfig
 from rcmlake.engines.base import EngineSession, quote_ident
-from rcmlake.errors import FileRejected, RcmlakeError, SourceError, is_transient
+from rcmlake.errors import (
+    FileRejected,
+    RcmlakeError,
+    SchemaDriftError,
+    SourceError,
+    is_transient,
+)
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
@@ -78,7 +86,9 @@ def load_table(
         s.register("incoming", reader)
         s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")
-        cols = ", ".join(quote_ident(c) for c in s.sql("SELECT * FROM batch LIMIT 0").column_names)
+        existing = ctx.lake.dataset(path)
+        reads = _check_drift(s, ctx, source.name, table, existing, rec)
+        cols = ", ".join(quote_ident(c) for c in reads)
         new_rows = "batch"
         future = "false"
         if table.load_type == "incremental":
@@ -88,15 +98,16 @@ def load_table(
             # watermark past every later change: such rows load, but never set the watermark
             cap = (datetime.now(UTC) + FUTURE_TOLERANCE).strftime("%Y-%m-%d %H:%M:%S")
             future = f"({wm} > TRY_CAST({_lit(cap)} AS {wm_type}))"
-        if since is not None and (existing := ctx.lake.dataset(path)) is not None:
-            s.register("bronze_now", existing)
+        if since is not None and existing is not None:
             # rows that are read again each time (at the boundary, NULL or future watermarks)
             # are appended only when bronze does not hold them yet
             boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL OR {future})"
+            # bronze as the batch's columns (NULL for a column the source just added)
+            old = ", ".join(f"{e} AS {quote_ident(c)}" for c, e in reads.items())
             s.execute(
                 f"CREATE TEMP TABLE fresh AS SELECT {cols} FROM batch WHERE NOT {boundary} "
                 f"UNION ALL (SELECT {cols} FROM batch WHERE {boundary} "
-                f"EXCEPT ALL SELECT {cols} FROM bronze_now WHERE {boundary})"
+                f"EXCEPT ALL SELECT {old} FROM bronze_now WHERE {boundary})"
             )
             new_rows = "fresh"
         count = s.scalar(f"SELECT count(*) FROM {new_rows}")
@@ -108,22 +119,18 @@ def load_table(
             rec.watermark_to = top or since
             ahead = s.scalar(f"SELECT count(*) FROM {new_rows} WHERE {future}")
             missing = s.scalar(f"SELECT count(*) FROM batch WHERE {wm} IS NULL")
-            notes = []
             if ahead:
-                notes.append(
+                rec.note(
                     f"{ahead:,} rows have {table.watermark} after {cap[:10]} (in the future): "
                     "loaded, but the watermark stays at the latest present value"
                 )
             if missing:
-                notes.append(
+                rec.note(
                     f"{missing:,} rows have no {table.watermark}: read again every run (appended "
                     "once per content); silver dates them by when they were ingested"
                 )
-            rec.error = "; ".join(notes) or None
         if duplicated:
-            rec.error = "; ".join(
-                n for n in (rec.error, f"{duplicated:,} {_key_phrase(table)}") if n
-            )
+            rec.note(f"{duplicated:,} {_key_phrase(table)}")
         content = None
         emptied = False
         if table.load_type == "full":
@@ -159,6 +166,76 @@ def load_table(
     faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success", rec.error))
     return rec
+
+
+LINEAGE = ("_batch_id", "_ingested_at", "_source")
+
+
+def _check_drift(
+    s: EngineSession,
+    ctx: RunContext,
+    datasource: str,
+    table: TableConfig,
+    existing: ds.Dataset | None,
+    rec: LoadRecord,
+) -> dict[str, str]:
+    """Compare the extracted columns with bronze's; returns, per batch column, the SQL that
+    reads it from ``bronze_now`` (registered here).
+
+    A column the source added flows into bronze (schema evolution) and is reported. A
+    column silver maps that is gone, or has changed type, stops this table with a message
+    naming it (new rows would carry NULLs into silver's history); the rest of the run goes
+    on. An unmapped column that is gone is reported and reads as NULL from then on.
+    """
+    batch = {r["column_name"]: r["column_type"] for r in s.sql("DESCRIBE batch").to_pylist()}
+    if existing is None:
+        return {c: quote_ident(c) for c in batch}
+    s.register("bronze_now", existing)
+    before = {
+        r["column_name"]: r["column_type"]
+        for r in s.sql("DESCRIBE bronze_now").to_pylist()
+        if r["column_name"] not in LINEAGE
+    }
+    where = f"{datasource}.{table.name}"
+    used = _mapped_columns(ctx, datasource, table, list(before))
+    gone = [c for c in before if c not in batch]
+    retyped = [c for c in batch if c in before and batch[c] != before[c] and "NULL" not in batch[c]]
+    if stopped := [c for c in gone if c in used]:
+        raise SchemaDriftError(
+            f"{where}: mapped column(s) {', '.join(stopped)} no longer in the source; "
+            "this table is not loaded until the column is back or its silver mapping changes"
+        )
+    # an appended column keeps its type; a replaced (full) table may change an unmapped one
+    if retyped := [c for c in retyped if c in used or table.load_type == "incremental"]:
+        changes = ", ".join(f"{c} {before[c]} -> {batch[c]}" for c in retyped)
+        raise SchemaDriftError(
+            f"{where}: column type changed ({changes}); this table is not loaded until the "
+            "source type is restored or bronze is rebuilt for it"
+        )
+    if added := [c for c in batch if c not in before]:
+        rec.note(f"new column(s) {', '.join(added)} added to bronze")
+    if gone:
+        rec.note(f"column(s) {', '.join(gone)} no longer delivered (NULL from now on)")
+    return {c: quote_ident(c) if c in before else f"CAST(NULL AS {t})" for c, t in batch.items()}
+
+
+def _mapped_columns(
+    ctx: RunContext, datasource: str, table: TableConfig, columns: list[str]
+) -> set[str]:
+    """The source columns silver reads from this table: mapped names and names that
+    appear in mapping expressions, plus the watermark and primary key."""
+    from rcmlake.transforms import mapping, models
+
+    found = {c for c in (table.watermark, *table.primary_key) if c}
+    entities = [m.name for m in models("silver") if m.source == table.entity_name]
+    for entity in entities:
+        for value in mapping(ctx.config, datasource, entity).values():
+            if value in columns:
+                found.add(value)
+            else:
+                words = set(re.findall(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_]*)', value))
+                found |= {w.replace('""', '"') for pair in words for w in pair if w in columns}
+    return found
 
 
 def _duplicate_keys(s: EngineSession, table: TableConfig) -> int:

@@ -78,9 +78,16 @@ class LoadRecord:
     duration_s: float = 0.0
     delta_version: int | None = None
 
+    def note(self, text: str) -> None:
+        """Add a remark to a load that succeeds (stored in ``error``, ``; ``-separated)."""
+        self.error = f"{self.error}; {text}" if self.error else text
+
     def finish(self, status: str, error: str | None = None) -> LoadRecord:
         assert status in STATUSES, status
-        self.status, self.error = status, None if error is None else scrub(error)
+        self.status = status
+        if error is not None:  # else the notes made on the way stay
+            self.error = error
+        self.error = None if self.error is None else scrub(self.error)
         self.ended_at = now()
         self.duration_s = (self.ended_at - self.started_at).total_seconds()
         return self
