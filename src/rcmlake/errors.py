@@ -5,7 +5,9 @@
     RcmlakeError                      exit 3 unless a subclass says otherwise
     ├── ConfigError                   exit 2: bad rcmlake.yaml / load_config.csv / env var
     ├── SourceError                   exit 1: a source could not be read
-    │   └── SourceUnavailable         transient: retried with backoff
+    │   ├── SourceUnavailable         transient: retried with backoff (unreachable, refused)
+    │   ├── SourceAuthError           authentication failed: not retried
+    │   └── SourceNotFound            unknown host or database: not retried
     ├── FileRejected                  exit 1: a landing file cannot be ingested (moved aside)
     ├── SchemaDriftError              exit 1: a source's columns differ from what is declared
     ├── StorageError                  exit 1: the lake could not be read or written
@@ -57,6 +59,14 @@ class SourceUnavailable(SourceError):
     """A source could not be reached; worth retrying."""
 
     transient = True
+
+
+class SourceAuthError(SourceError):
+    """The source refused the credentials; retrying cannot help."""
+
+
+class SourceNotFound(SourceError):
+    """The source's host or database does not exist; retrying cannot help."""
 
 
 class FileRejected(SourceError):
@@ -113,8 +123,10 @@ def scrub(message: str) -> str:
     DuckDB (``Could not convert string '1985-13-45'``, ``invalid date field format:
     "…"``) and Arrow's CSV reader (``got 3: <the row>``) put the offending value in the
     message; in rcmlake that value can be a date of birth or a note. Quoted text of
-    either kind goes (DuckDB quotes identifiers and values alike). Every message that reaches the audit log or the console
-    passes through here, so an error names where (table, column, row key), never what.
+    either kind goes (DuckDB quotes identifiers and values alike). Each translation
+    boundary (duckdb, deltalake, Arrow CSV, the CLI's internal-error line) passes the
+    library's text through here; rcmlake's own messages name table, column, rule and row
+    key, never a value.
     """
     return _CSV_ROW.sub(r"\1", _QUOTED.sub("…", message))
 

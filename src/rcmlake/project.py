@@ -231,7 +231,7 @@ class Project:
         from rcmlake.config.secrets import resolve_env
         from rcmlake.serve.export import to_postgres
 
-        return to_postgres(self.lake, resolve_env(url, field="--postgres"), schema=schema)
+        return to_postgres(self.lake, resolve_env(url, field="--postgres", url=True), schema=schema)
 
     def rollback(
         self,

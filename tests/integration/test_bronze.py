@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 import sqlalchemy as sa
 
+from rcmlake.errors import SourceAuthError, SourceNotFound, SourceUnavailable
 from rcmlake.layers.bronze import bronze_path
 from rcmlake.project import Project
 from rcmlake.sources.sql import SqlSource
@@ -287,3 +289,53 @@ def test_schema_drift_flows_or_stops_only_its_table(backend: Backend) -> None:
     by = {r.table: r for r in again.records if r.datasource == "hospital_a"}
     assert by["patients"].status == "no_change"
     assert bronze_count(project, "hospital_a", "patients") == held + 1
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("kind", "url", "error", "message"),
+    [
+        (
+            "mysql",
+            "mysql://nobody:{pw}@127.0.0.1:3306/test",
+            SourceAuthError,
+            "authentication failed",
+        ),
+        ("mysql", "mysql://root@127.0.0.1:3306/no_such_db_x", SourceNotFound, "does not exist"),
+        (
+            "postgres",
+            "postgresql://nobody:{pw}@127.0.0.1:5432/postgres",
+            SourceAuthError,
+            "authentication failed",
+        ),
+        (
+            "postgres",
+            "postgresql://postgres@127.0.0.1:5432/no_such_db_x",
+            SourceNotFound,
+            "does not exist",
+        ),
+        (
+            "postgres",
+            "postgresql://postgres@no-such-host.invalid:5432/x",
+            SourceNotFound,
+            "unknown host",
+        ),
+        ("postgres", "postgresql://postgres@127.0.0.1:9/x", SourceUnavailable, "cannot connect"),
+    ],
+)
+def test_connection_errors_say_why_and_only_unreachable_is_retried(
+    workdir: Path, kind: str, url: str, error: type, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import service_or_skip
+
+    service_or_skip(kind)
+    monkeypatch.setenv("HB_PW", "Sup3r@Sec:ret/x")  # '@', ':' and '/' in a password
+    project = make_project(workdir, {"hospital_b": (kind, url.format(pw="${HB_PW}"))})
+    src = SqlSource("hospital_b", project.config.sources["hospital_b"], project.config.base_dir)
+    with pytest.raises(error, match=message) as raised:
+        src.check()
+    assert raised.value.transient is (error is SourceUnavailable)
+    result = project.ingest({"hospital_b"})
+    failed = [r for r in result.failed if r.datasource == "hospital_b"]
+    assert failed and all(message in r.error and "Sup3r" not in r.error for r in failed)
+    assert "Sup3r" not in str(project.audit.read().to_pylist())

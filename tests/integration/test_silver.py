@@ -167,7 +167,13 @@ def test_scd2_history_across_an_update(built: Project, workdir: Path) -> None:
         assert str(cur["effective_from"].date()) == modified
         assert old["is_current"] is False and old["effective_to"] == cur["effective_from"]
         assert old["address"] == before[pid].split("|")[0]
-    for pid in set(after) - moved - new:
+    # two source rows for one patient at one time are both kept, both quarantined
+    duplicated = set(manifest(workdir)["defects"]["hospital_a"]["patient_duplicate_key"])
+    assert duplicated
+    for pid in duplicated:
+        assert len(rows[pid]) == 2 and sum(r["is_current"] for r in rows[pid]) == 1, pid
+        assert all(r["dq_failures"] == ["unique_key"] for r in rows[pid]), pid
+    for pid in set(after) - moved - new - duplicated:
         assert len(rows[pid]) == 1 and rows[pid][0]["is_current"], pid
     for pid in new:
         assert len(rows[pid]) == 1

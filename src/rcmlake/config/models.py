@@ -109,7 +109,7 @@ class _DatabaseSource(Strict):
 
     def resolved_url(self) -> str:
         """The URL with environment references substituted (never log it)."""
-        return resolve_env(self.url, field="url")
+        return resolve_env(self.url, field="url", url=True)
 
     def display_url(self) -> str:
         return redact(self.url)

@@ -8,6 +8,8 @@ Arrow record batches without Python row objects.
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import connectorx as cx
@@ -17,7 +19,13 @@ from sqlalchemy.engine import make_url
 
 from rcmlake.config.models import SourceConfig, TableConfig
 from rcmlake.engines.base import quote_ident
-from rcmlake.errors import SchemaDriftError, SourceError, SourceUnavailable
+from rcmlake.errors import (
+    SchemaDriftError,
+    SourceAuthError,
+    SourceError,
+    SourceNotFound,
+    SourceUnavailable,
+)
 from rcmlake.storage.lake_types import plain_strings
 
 _SA_DRIVERS = {
@@ -26,6 +34,8 @@ _SA_DRIVERS = {
     "postgres": "postgresql+psycopg",
     "mssql": "mssql+pymssql",
 }
+_MYSQL_AUTH = {1044, 1045, 1698}  # access denied (to the database, for the user, by plugin)
+_MYSQL_UNKNOWN_DB = 1049
 _CX_SCHEMES = {"sqlite": "sqlite", "mysql": "mysql", "postgres": "postgresql", "mssql": "mssql"}
 
 
@@ -79,13 +89,33 @@ class SqlSource:
                     out[table.name] = []
             return out
         except sa.exc.OperationalError as exc:
-            raise SourceUnavailable(
-                f"{self.name}: cannot connect ({type(exc.orig).__name__})"
-            ) from None
+            raise self._connect_error(exc.orig) from None
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"{self.name}: {type(exc).__name__}") from None
         finally:
             engine.dispose()
+
+    def _connect_error(self, orig: BaseException | None) -> SourceError:
+        """The driver's refusal as what it means: only an unreachable server is transient.
+
+        MySQL/MariaDB give error codes; libpq gives none for a refused connection, but a
+        server that answered says ``FATAL:`` — then it is the role, password or database.
+        """
+        host = self._url().host
+        if host:
+            try:
+                socket.getaddrinfo(host, None)
+            except socket.gaierror:
+                return SourceNotFound(f"{self.name}: unknown host {host}")
+        code = orig.args[0] if orig is not None and orig.args else None
+        pgconn = getattr(orig, "pgconn", None)
+        said = (getattr(pgconn, "error_message", b"") or b"").decode("utf-8", "replace")
+        fatal = said.partition("FATAL:")[2]
+        if code == _MYSQL_UNKNOWN_DB or re.search(r"database .* does not exist", fatal):
+            return SourceNotFound(f"{self.name}: database {self._url().database} does not exist")
+        if code in _MYSQL_AUTH or fatal:  # password, role, pg_hba.conf: the server said no
+            return SourceAuthError(f"{self.name}: authentication failed for the configured user")
+        return SourceUnavailable(f"{self.name}: cannot connect ({type(orig).__name__})")
 
     def quote(self, ident: str) -> str:
         """``ident`` as a quoted identifier of this dialect, its quote character doubled, so

@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from rcmlake.errors import scrub
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
 
@@ -87,7 +86,6 @@ class LoadRecord:
         self.status = status
         if error is not None:  # else the notes made on the way stay
             self.error = error
-        self.error = None if self.error is None else scrub(self.error)
         self.ended_at = now()
         self.duration_s = (self.ended_at - self.started_at).total_seconds()
         return self

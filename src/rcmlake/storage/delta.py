@@ -23,7 +23,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.table import TableMerger
 from deltalake.transaction import CommitProperties
 
-from rcmlake.errors import CommitConflict, StorageError
+from rcmlake.errors import CommitConflict, StorageError, scrub
 
 META_PREFIX = "rcmlake."
 
@@ -100,7 +100,7 @@ class Lake:
         except CommitFailedError as exc:
             raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise StorageError(f"cannot write {path}: {str(exc).splitlines()[0]}") from None
+            raise StorageError(f"cannot write {path}: {scrub(str(exc).splitlines()[0])}") from None
         dt = self.table(path)
         assert dt is not None
         return dt.version()
@@ -244,7 +244,7 @@ def _translated(path: str, doing: str) -> Iterator[None]:
     except CommitFailedError as exc:
         raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
     except DeltaError as exc:
-        raise StorageError(f"cannot {doing} {path}: {str(exc).splitlines()[0]}") from None
+        raise StorageError(f"cannot {doing} {path}: {scrub(str(exc).splitlines()[0])}") from None
 
 
 def _props(metadata: dict[str, Any] | None) -> CommitProperties | None:
