@@ -309,6 +309,34 @@ def test_third_hospital_by_config_alone(workdir: Path) -> None:
 
 
 def test_mapping_mistakes_are_clear(workdir: Path) -> None:
+    # SQL in the config is checked against the models before any work
+    typo = {"name": "typo", "table": "transactions", "predicate": "amountt > 0"}
+    for silver_cfg, message in [
+        ({"rules": [typo]}, r"rule 'typo' on transactions: Binder Error: .*amountt"),
+        (
+            {"rules": [{**typo, "predicate": "amount >"}]},
+            r"rule 'typo' on transactions: Parser Error",
+        ),
+        (
+            {"mappings": {"hospital_b": {"patients": {**DEMO_B, "first_name": "upper(F_Name"}}}},
+            r"silver.mappings.hospital_b.patients.first_name: mapping 'upper\(F_Name' is not valid SQL",
+        ),
+    ]:
+        project = make_project(workdir, silver=silver_cfg)
+        with pytest.raises(ConfigError, match=message):
+            project.run()
+        assert project.lake.table("_audit/loads") is None  # nothing ran
+    project = make_project(
+        workdir,
+        silver={
+            "mappings": {"hospital_b": {"patients": {**DEMO_B, "first_name": "upper(Vorname)"}}}
+        },
+    )
+    failed = {r.table: r.error for r in project.run(["bronze", "silver"]).failed}
+    assert (
+        "hospital_b.patients: the mapping of first_name ('upper(Vorname)') does not bind"
+        in failed["patients"]
+    )
     project = make_project(
         workdir, silver={"mappings": {"hospital_b": {"patients": {"patient_name": "F_Name"}}}}
     )

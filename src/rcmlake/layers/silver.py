@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from rcmlake import faults
 from rcmlake.engines.base import EngineSession
-from rcmlake.errors import RcmlakeError
+from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.lake_types import UTC_TS, to_lake, to_lake_stream
@@ -140,10 +140,14 @@ def _typed_select(
         f'{column_expr(v, columns, f"{ds}.{m.source}")} AS "{k}"' for k, v in mapped.items()
     )
     view = f"raw_{ds}_{m.name}"
-    s.execute(
-        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select}, _batch_id, _ingested_at FROM {rel} "
-        f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
-    )
+    try:
+        s.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select}, _batch_id, _ingested_at FROM {rel} "
+            f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
+        )
+    except EngineError:
+        _name_the_mapping(s, mapped, columns, rel, f"{ds}.{m.source}")
+        raise
     raw_types = {r["column_name"]: r["column_type"] for r in s.sql(f"DESCRIBE {view}").to_pylist()}
     source = ctx.config.sources.get(ds)
     zone = getattr(source, "timezone", None)
@@ -174,6 +178,21 @@ def _typed_select(
         f"SELECT '{ds}' AS datasource, {', '.join(typed)}, {found} AS cast_errors, "
         f"_batch_id, _ingested_at FROM {view}"
     )
+
+
+def _name_the_mapping(
+    s: EngineSession, mapped: dict[str, str], columns: list[str], rel: str, where: str
+) -> None:
+    """Raise naming the mapping expression that does not bind to bronze's columns (the
+    engine's own message has its names scrubbed)."""
+    for col, value in mapped.items():
+        try:
+            s.execute(f"SELECT {column_expr(value, columns, where)} FROM {rel} LIMIT 0")
+        except EngineError:
+            raise SchemaDriftError(
+                f"{where}: the mapping of {col} ({value!r}) does not bind to bronze's columns: "
+                f"{', '.join(columns)}"
+            ) from None
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -21,6 +20,7 @@ import yaml
 from rcmlake.config.models import ProjectConfig, RuleConfig
 from rcmlake.engines.base import quote_ident
 from rcmlake.errors import ConfigError, SchemaDriftError
+from rcmlake.transforms.check import BARE_NAME, check_sql
 
 CODESETS = "codesets"
 
@@ -187,7 +187,7 @@ def column_expr(value: str, columns: list[str], where: str) -> str:
         return quote_ident(value)
     if value.upper() == "NULL":
         return "NULL"
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ ]*", value):
+    if BARE_NAME.fullmatch(value):
         raise SchemaDriftError(
             f"{where}: mapped column {value!r} is not in bronze; columns: {', '.join(columns)}"
         )
@@ -228,6 +228,7 @@ def validate(config: ProjectConfig) -> None:
             )
     for entity in entities:
         rules(config, entity)
+    check_sql(config)
     known = {r.name for e in entities for r in rules(config, e)}
     sources = {*config.sources, *(ds for f in config.files.values() for ds in f.patterns), CODESETS}
     for i, o in enumerate(config.silver.severity):
