@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from rcmlake.engines.base import Engine
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.errors import ConfigError
 from rcmlake.layers.context import RunContext
-from rcmlake.storage.audit import AuditLog, LoadRecord
+from rcmlake.storage.audit import AUDIT_PATH, AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lock import lake_lock
 
@@ -148,13 +149,76 @@ class Project:
 
         return holder(self.lake.root) if self.lake.is_local else None
 
-    def sql(self, query: str) -> pa.Table:
-        """Run DuckDB SQL over every silver and gold table, registered as views by their names."""
+    def sql(self, query: str, *, as_of: str | None = None) -> pa.Table:
+        """Run DuckDB SQL over every silver and gold table, registered as views by their names;
+        ``as_of`` (a release number or an ISO time) reads the lake as it was then."""
         from rcmlake.serve.catalog import register_lake
 
         with self.engine.session() as s:
-            register_lake(s, self.lake)
+            register_lake(s, self.lake, as_of)
             return s.sql(query)
+
+    def history(self, table: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The versions of ``table`` (``silver/patients`` or ``silver.patients``), newest first,
+        each with the run that wrote it; without a table, the gold releases (the numbers
+        ``sql --as-of`` takes)."""
+        from rcmlake.storage import release
+
+        if table is None:
+            return [
+                {
+                    "release": n,
+                    "created_at": r.created_at,
+                    "run_id": r.run_id,
+                    "as_of_date": r.as_of_date,
+                    "tables": len(r.versions),
+                }
+                for n, r in enumerate(release.releases(self.lake), start=1)
+            ][::-1][:limit]
+        path = table.replace(".", "/")
+        if not self.lake.exists(path):
+            raise ConfigError(
+                f'no table {path} in the lake; `rcmlake sql "SHOW TABLES"` lists them'
+            )
+        out = []
+        for c in self.lake.commits(path, limit):
+            meta, metrics = c["rcmlake"], c.get("operationMetrics") or {}
+            rows = metrics.get("num_added_rows", metrics.get("num_output_rows"))
+            out.append(
+                {
+                    "version": c["version"],
+                    "at": datetime.fromtimestamp(c["timestamp"] / 1000, UTC),
+                    "operation": meta.get("operation", c.get("operation")),
+                    "run_id": meta.get("run_id"),
+                    "rows_written": meta.get("rows_written", rows),
+                    "watermark_to": meta.get("watermark_to"),
+                }
+            )
+        return out
+
+    def vacuum(self, retain_hours: int = 168) -> list[dict[str, Any]]:
+        """Compact, checkpoint and vacuum every table (see ``Lake.maintain``), under the lake
+        lock. Files a version newer than ``retain_hours`` needs, and the published gold
+        release, are kept: rollback and ``--as-of`` reach back that far."""
+        from rcmlake.layers.rollback import lake_paths
+        from rcmlake.storage import release
+
+        if retain_hours < 0:
+            raise ConfigError("--retain-hours must be 0 or more")
+        pinned = release.latest(self.lake)
+        out = []
+        with lake_lock(self.lake.root, local=self.lake.is_local):
+            for path in [*lake_paths(self.context()), AUDIT_PATH]:
+                layer, _, name = path.partition("/")
+                keep = (
+                    [pinned.versions[name]]
+                    if pinned and layer == "gold" and name in pinned.versions
+                    else None
+                )
+                done = self.lake.maintain(path, retain_hours, keep)
+                if done:
+                    out.append({"table": path, **done})
+        return out
 
     def tables(self) -> list[str]:
         from rcmlake.serve.catalog import lake_tables

@@ -150,6 +150,13 @@ def sql(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of the terminal.")
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Read the lake as it was: a release number (`rcmlake history`) or a time.",
+        ),
+    ] = None,
 ) -> None:
     """Query silver and gold with DuckDB SQL; tables are views named as in the docs (fact_claim, patients …)."""
     from rcmlake.serve.output import render_table, shell
@@ -158,7 +165,38 @@ def sql(
     if query is None:
         shell(proj, console())
         return
-    render_table(proj.sql(query), format, output, console())
+    render_table(proj.sql(query, as_of=as_of), format, output, console())
+
+
+@app.command()
+def history(
+    table: Annotated[
+        str | None,
+        typer.Argument(help="A table (silver/patients); omit to list the gold releases."),
+    ] = None,
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option(help="How many versions to show.")] = 20,
+) -> None:
+    """A table's versions with the run that wrote each, or the gold releases `sql --as-of` reads."""
+    rows = project(config).history(table, limit)
+    console().table(f"history of {table}" if table else "gold releases (newest first)", rows)
+
+
+@app.command()
+def vacuum(
+    config: ConfigOpt = None,
+    retain_hours: Annotated[
+        int, typer.Option(help="Keep files any version of the last N hours needs.")
+    ] = 168,
+) -> None:
+    """Compact small files, checkpoint the logs and delete files older than the retention."""
+    rows = project(config).vacuum(retain_hours)
+    console().table("maintained", rows)
+    removed = sum(r["files_vacuumed"] for r in rows)
+    console().info(
+        f"{len(rows)} tables; {removed:,} files deleted; rollback and --as-of reach back "
+        f"{retain_hours} hours"
+    )
 
 
 @app.command()
@@ -240,13 +278,14 @@ def rollback(
         str | None, typer.Argument(help="Undo this run and every later one (see `rcmlake status`).")
     ] = None,
     config: ConfigOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="The same as RUN_ID.")] = None,
     table: Annotated[
         str | None, typer.Option(help="Restore one table instead, e.g. silver/patients.")
     ] = None,
     version: Annotated[int | None, typer.Option(help="With --table: the Delta version.")] = None,
 ) -> None:
     """Roll the lake back before a run (or one table to a version); the next run reloads."""
-    records = project(config).rollback(run_id, table=table, version=version)
+    records = project(config).rollback(run_id or run, table=table, version=version)
     console().table(
         "rolled back",
         [

@@ -43,6 +43,17 @@ def connect(
     return con
 
 
+# errors about the SQL text itself (names, syntax): they quote the query, never data
+_ABOUT_THE_QUERY = (duckdb.BinderException, duckdb.CatalogException, duckdb.ParserException)
+
+
+def _translated(exc: duckdb.Error) -> EngineError:
+    """DuckDB's error as rcmlake's, one line; a data error (conversion, out of range …)
+    quotes the offending value, which may be PHI, so its quoted text is scrubbed."""
+    line = str(exc).splitlines()[0]
+    return EngineError(f"DuckDB: {line if isinstance(exc, _ABOUT_THE_QUERY) else scrub(line)}")
+
+
 class DuckDBSession(EngineSession):
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
@@ -54,20 +65,20 @@ class DuckDBSession(EngineSession):
         try:
             return self.con.sql(query, params=params).to_arrow_table()
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
+            raise _translated(exc) from None
 
     def stream(self, query: str, params: list[Any] | None = None) -> pa.RecordBatchReader:
         """The result as a stream of record batches (the session must stay open while read)."""
         try:
             return self.con.sql(query, params=params).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
+            raise _translated(exc) from None
 
     def execute(self, statement: str, params: list[Any] | None = None) -> None:
         try:
             self.con.execute(statement, params or [])
         except duckdb.Error as exc:
-            raise EngineError(f"DuckDB: {scrub(str(exc).splitlines()[0])}") from None
+            raise _translated(exc) from None
 
     def close(self) -> None:
         self.con.close()

@@ -25,6 +25,7 @@ from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
+from rcmlake.storage.delta import is_maintenance
 from rcmlake.storage.lake_types import to_lake_stream
 from rcmlake.transforms import Model, models
 
@@ -41,8 +42,7 @@ def fingerprint(ctx: RunContext) -> str:
     """
     versions = {}
     for m in models("silver"):
-        dt = ctx.lake.table(silver_path(m.name))
-        versions[m.name] = dt.version() if dt is not None else -1
+        versions[m.name] = ctx.lake.content_version(silver_path(m.name))
     code = hashlib.sha256()
     for m in models("gold"):
         code.update(
@@ -62,8 +62,8 @@ def fingerprint(ctx: RunContext) -> str:
 def _current_versions(ctx: RunContext) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for m in models("gold"):
-        dt = ctx.lake.table(gold_path(m.name))
-        out[m.name] = dt.version() if dt is not None else None
+        version = ctx.lake.content_version(gold_path(m.name))  # maintenance changes no rows
+        out[m.name] = version if version >= 0 else None
     return out
 
 
@@ -72,12 +72,14 @@ def _built_unreleased(ctx: RunContext, fp: str) -> tuple[dict[str, int], str] | 
     release, if any: every gold model's newest commit carries ``fp`` from one run."""
     versions, runs, as_of = {}, set(), ""
     for m in models("gold"):
-        commits = ctx.lake.commits(gold_path(m.name), limit=1)
-        if not commits or commits[0]["rcmlake"].get("fingerprint") != fp:
+        newest = [
+            c for c in ctx.lake.commits(gold_path(m.name), limit=20) if not is_maintenance(c)
+        ][:1]
+        if not newest or newest[0]["rcmlake"].get("fingerprint") != fp:
             return None
-        versions[m.name] = int(commits[0]["version"])
-        runs.add(commits[0]["rcmlake"].get("run_id"))
-        as_of = str(commits[0]["rcmlake"].get("as_of_date", ""))
+        versions[m.name] = int(newest[0]["version"])
+        runs.add(newest[0]["rcmlake"].get("run_id"))
+        as_of = str(newest[0]["rcmlake"].get("as_of_date", ""))
     return (versions, as_of) if len(runs) == 1 else None
 
 

@@ -6,44 +6,81 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rcmlake.engines.base import EngineSession
+from rcmlake.errors import ConfigError
 from rcmlake.storage import release
 from rcmlake.storage.audit import AUDIT_PATH
 from rcmlake.storage.delta import Lake
 from rcmlake.transforms import models
 
 
-def _read_at(lake: Lake) -> dict[str, tuple[str, int | None]]:
+def _read_at(lake: Lake, as_of: str | None = None) -> dict[str, tuple[str, int | None]]:
     """Qualified name -> (lake path, version to read) for every model, built or not. Gold is
     read at the versions of its latest release, so a reader never mixes tables of two builds;
-    silver (and gold before any release) at the current version."""
-    pinned = release.latest(lake)
-    return {
-        f"{layer}.{m.name}": (
-            f"{layer}/{m.name}",
-            pinned.versions.get(m.name) if pinned and layer == "gold" else None,
-        )
-        for layer in ("silver", "gold")
-        for m in models(layer)
-    }
+    silver (and gold before any release) at the current version.
+
+    ``as_of`` travels back: a release number (``rcmlake history`` lists them) or a time
+    (ISO 8601, UTC unless it says otherwise) reads gold at that release — the one current
+    then — and silver at the versions current when that release was made."""
+    if as_of is None:
+        pinned, when = release.latest(lake), None
+    else:
+        pinned, when = _release_as_of(lake, as_of)
+    out: dict[str, tuple[str, int | None]] = {}
+    for layer in ("silver", "gold"):
+        for m in models(layer):
+            path = f"{layer}/{m.name}"
+            if layer == "gold" and pinned is not None:
+                version = pinned.versions.get(m.name)
+            elif when is not None:
+                version = lake.version_at(path, when)
+                if version is None:
+                    continue  # the table did not exist yet
+            else:
+                version = None
+            out[f"{layer}.{m.name}"] = (path, version)
+    return out
 
 
-def lake_tables(lake: Lake) -> dict[str, tuple[str, int | None]]:
+def _release_as_of(lake: Lake, as_of: str) -> tuple[release.Release | None, datetime]:
+    known = release.releases(lake)
+    if as_of.isdigit():
+        n = int(as_of)
+        if not 1 <= n <= len(known):
+            raise ConfigError(f"no release {n}; the lake has releases 1..{len(known)}")
+        return known[n - 1], known[n - 1].created_at
+    try:
+        when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {as_of!r}: give a release number or a time such as 2026-07-01T08:00"
+        ) from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    pinned = release.latest(lake, at=when)
+    if pinned is None and known:
+        raise ConfigError(f"no gold release before {when:%Y-%m-%d %H:%M}; the first is release 1")
+    return pinned, when
+
+
+def lake_tables(lake: Lake, as_of: str | None = None) -> dict[str, tuple[str, int | None]]:
     """Qualified name (``silver.patients``) -> (lake path, version to read), for the tables
     that exist."""
     return {
         name: (path, version)
-        for name, (path, version) in _read_at(lake).items()
+        for name, (path, version) in _read_at(lake, as_of).items()
         if version is not None or lake.exists(path)
     }
 
 
-def register_lake(s: EngineSession, lake: Lake) -> list[str]:
-    """Register every table as ``layer.name`` and as its bare name; returns the qualified names."""
+def register_lake(s: EngineSession, lake: Lake, as_of: str | None = None) -> list[str]:
+    """Register every table as ``layer.name`` and as its bare name (at ``as_of``: see
+    ``_read_at``); returns the qualified names."""
     names = []
     for layer in ("silver", "gold"):
         s.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-    for qualified, (path, version) in _read_at(lake).items():
+    for qualified, (path, version) in _read_at(lake, as_of).items():
         data = lake.dataset(path, version)  # one open per table; None when not built
         if data is None:
             continue

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,8 @@ from deltalake.transaction import CommitProperties
 from rcmlake.errors import CommitConflict, StorageError, scrub
 
 META_PREFIX = "rcmlake."
+# commit metadata that is table state (read from the newest commit), not a load's record
+STATE_KEYS = ("watermark_to", "content_hash", "rules", "fingerprint", "run_id", "as_of_date")
 
 
 class Lake:
@@ -202,6 +205,56 @@ class Lake:
             done = dt.delete(predicate, commit_properties=_props(metadata))
             return int(done.get("num_deleted_rows", 0))
 
+    def content_version(self, path: str) -> int:
+        """The newest version that changed the table's rows (-1: no table): maintenance
+        commits (compaction) rewrite files, not content, so nothing downstream rebuilds."""
+        for c in self.commits(path, limit=100):
+            if not is_maintenance(c):
+                return int(c["version"])
+        dt = self.table(path)
+        return -1 if dt is None else dt.version()
+
+    def version_at(self, path: str, when: datetime) -> int | None:
+        """The version of ``path`` current at ``when`` (None: the table did not exist yet)."""
+        at_ms = when.timestamp() * 1000
+        found = [int(c["version"]) for c in self.commits(path) if c["timestamp"] <= at_ms]
+        return max(found, default=None)
+
+    def maintain(
+        self, path: str, retain_hours: int, keep_versions: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Compact small files, write a checkpoint, vacuum files older than ``retain_hours``
+        that no version since needs (nor ``keep_versions``), and expire old log entries.
+
+        Its commits (OPTIMIZE, VACUUM START/END) carry the state rcmlake reads from a table's newest commit
+        (watermark, content hash, rules and gold fingerprint), so maintenance never makes a
+        run reload or rebuild anything; it names no batch, so no audit row is expected.
+        """
+        dt = self.table(path)
+        if dt is None:
+            return {}
+        state: dict[str, Any] = next(
+            (c["rcmlake"] for c in self.commits(path, limit=50) if c["rcmlake"]), {}
+        )
+        meta = {k: v for k, v in state.items() if k in STATE_KEYS} | {"operation": "maintenance"}
+        with _translated(path, "maintain"):
+            compacted = dt.optimize.compact(commit_properties=_props(meta))
+            dt.create_checkpoint()
+            removed = dt.vacuum(
+                retention_hours=retain_hours,
+                dry_run=False,
+                enforce_retention_duration=False,
+                keep_versions=keep_versions,
+                commit_properties=_props(meta),  # VACUUM START/END are commits too
+            )
+            dt.cleanup_metadata()
+        return {
+            "files_compacted": int(compacted.get("numFilesRemoved", 0)),
+            "files_added": int(compacted.get("numFilesAdded", 0)),
+            "files_vacuumed": len(removed),
+            "version": dt.version(),
+        }
+
     def commits(self, path: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit infos, newest first, with rcmlake's metadata unpacked under ``rcmlake``."""
         dt = self.table(path)
@@ -216,6 +269,11 @@ class Lake:
             }
             out.append({**info, "rcmlake": meta})
         return out
+
+
+def is_maintenance(commit: dict[str, Any]) -> bool:
+    """Whether a commit (from ``Lake.commits``) only rewrote files (``Lake.maintain``)."""
+    return bool(commit["rcmlake"].get("operation") == "maintenance")
 
 
 def _merger(

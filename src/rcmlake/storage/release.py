@@ -44,13 +44,19 @@ class Release:
     created_at: datetime
 
 
-def latest(lake: Lake) -> Release | None:
-    """The newest release, or None before the first complete gold build."""
+def releases(lake: Lake) -> list[Release]:
+    """Every release, oldest first; release number ``n`` is ``releases(lake)[n - 1]``."""
     table = lake.read(RELEASE_PATH)
-    if table is None or table.num_rows == 0:
-        return None
-    row: dict[str, Any] = table.sort_by([("created_at", "descending")]).slice(0, 1).to_pylist()[0]
-    return Release(**{**row, "versions": json.loads(row["versions"])})
+    if table is None:
+        return []
+    rows: list[dict[str, Any]] = table.sort_by([("created_at", "ascending")]).to_pylist()
+    return [Release(**{**r, "versions": json.loads(r["versions"])}) for r in rows]
+
+
+def latest(lake: Lake, at: datetime | None = None) -> Release | None:
+    """The newest release (made at or before ``at``), or None before the first gold build."""
+    found = [r for r in releases(lake) if at is None or r.created_at <= at]
+    return found[-1] if found else None
 
 
 def publish(
