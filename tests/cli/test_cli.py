@@ -106,6 +106,22 @@ def test_demo_twice_then_status_sql_report_without_flags(tmp_path: Path) -> None
     )
     unknown = rcmlake("rollback", "run-nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no run 'run-nope' in the audit log" in unknown.stderr
+    # the lifecycle commands
+    hist = rcmlake("history", "silver/claims", cwd=tmp_path)
+    rows = [line for line in hist.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
+    assert hist.returncode == 0 and len(rows) >= 3  # built, rolled back, built again
+    releases = rcmlake("history", cwd=tmp_path)
+    assert releases.returncode == 0 and "gold releases" in releases.stdout
+    old = rcmlake(
+        "sql", "SELECT count(*) FROM fact_claim", "--as-of", "1", "-f", "csv", cwd=tmp_path
+    )
+    assert old.returncode == 0 and old.stdout == before
+    vac = rcmlake("vacuum", "--retain-hours", "0", cwd=tmp_path)
+    assert vac.returncode == 0 and "files deleted" in vac.stdout, vac.stderr
+    assert (
+        rcmlake("sql", "SELECT count(*) FROM fact_claim", "-f", "csv", cwd=tmp_path).stdout
+        == before
+    )
 
 
 def test_exit_codes_and_one_line_errors(tmp_path: Path) -> None:
