@@ -149,13 +149,15 @@ class Project:
 
         return holder(self.lake.root) if self.lake.is_local else None
 
-    def sql(self, query: str, *, as_of: str | None = None) -> pa.Table:
+    def sql(self, query: str, *, as_of: str | None = None, role: str = "analyst") -> pa.Table:
         """Run DuckDB SQL over every silver and gold table, registered as views by their names;
-        ``as_of`` (a release number or an ISO time) reads the lake as it was then."""
+        ``as_of`` (a release number or an ISO time) reads the lake as it was then. As
+        ``analyst`` (the default) direct identifiers are masked and host files unreachable;
+        ``privileged`` sees every value."""
         from rcmlake.serve.catalog import register_lake
 
         with self.engine.session() as s:
-            register_lake(s, self.lake, as_of)
+            register_lake(s, self.lake, as_of, role=role, engine=self.engine, needed=query)
             return s.sql(query)
 
     def history(self, table: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -225,7 +227,7 @@ class Project:
 
         return list(lake_tables(self.lake))
 
-    def quality(self, examples: int = 3) -> dict[str, list[dict[str, Any]]]:
+    def quality(self, examples: int = 3, role: str = "analyst") -> dict[str, list[dict[str, Any]]]:
         """The quality picture: ``rules`` (rows failing each rule, by effective severity, with
         example keys), ``tables`` (quarantined rows and rule hits per table) and
         ``unknown_members`` (fact rows whose dimension key is -1)."""
@@ -238,7 +240,7 @@ class Project:
         )
 
         with self.engine.session() as s:
-            tables = register_lake(s, self.lake)
+            tables = register_lake(s, self.lake, role=role, engine=self.engine)
             entities = _silver_entities(tables)
             hits = quality_report(s, entities, examples)
             totals = quarantine_totals(s, entities)
@@ -248,14 +250,14 @@ class Project:
                 "unknown_members": unknown_members(s, tables),
             }
 
-    def report(self, out: Path | None = None) -> Path:
+    def report(self, out: Path | None = None, role: str = "analyst") -> Path:
         """Write the self-contained HTML dashboard (default: ``<config dir>/rcmlake-report.html``)."""
         from rcmlake.errors import StorageError
         from rcmlake.serve.catalog import register_lake
         from rcmlake.serve.report import report_data, write_report
 
         with self.engine.session() as s:
-            tables = register_lake(s, self.lake)
+            tables = register_lake(s, self.lake, role=role, engine=self.engine)
             if "gold.mart_kpi_monthly" not in tables:
                 raise StorageError("no gold tables yet; run `rcmlake run` first")
             data = report_data(s, _silver_entities(tables))
@@ -286,16 +288,24 @@ class Project:
             FROM recent GROUP BY datasource ORDER BY datasource""")
         return table.to_pylist()
 
-    def export_duckdb(self, out: Path, *, copy: bool = False) -> list[str]:
+    def export_duckdb(self, out: Path, *, copy: bool = False, role: str = "analyst") -> list[str]:
         from rcmlake.serve.export import to_duckdb
 
-        return to_duckdb(self.lake, out, copy=copy)
+        return to_duckdb(self.lake, out, copy=copy, role=role, runner=self.engine)
 
-    def export_postgres(self, url: str, *, schema: str = "rcmlake_gold") -> dict[str, int]:
+    def export_postgres(
+        self, url: str, *, schema: str = "rcmlake_gold", role: str = "analyst"
+    ) -> dict[str, int]:
         from rcmlake.config.secrets import resolve_env
         from rcmlake.serve.export import to_postgres
 
-        return to_postgres(self.lake, resolve_env(url, field="--postgres", url=True), schema=schema)
+        return to_postgres(
+            self.lake,
+            resolve_env(url, field="--postgres", url=True),
+            schema=schema,
+            role=role,
+            runner=self.engine,
+        )
 
     def rollback(
         self,

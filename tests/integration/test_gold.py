@@ -160,6 +160,16 @@ def test_export_postgres_publishes_gold(lake: Project) -> None:
             rate = con.execute(
                 sa.text(f'SELECT sum(gross_charges) FROM "{schema}".mart_kpi_monthly')
             ).scalar_one()
+            keys = con.execute(sa.text(f'SELECT patient_key FROM "{schema}".dim_patient')).scalars()
+            published = set(keys)
+        # as analyst (the default), MRNs leave hashed, the same as `rcmlake sql` shows them
+        raw = set(
+            lake.sql("SELECT patient_key FROM dim_patient", role="privileged").column(0).to_pylist()
+        )
+        assert not published & (raw - {"unknown"})
+        assert published == set(
+            lake.sql("SELECT patient_key FROM dim_patient").column(0).to_pylist()
+        )
         assert (
             n
             == counts["fact_claim"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,13 @@ state = {"debug": False, "config": None}
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Config file [default: ./rcmlake.yaml].")
+]
+RoleOpt = Annotated[
+    str,
+    typer.Option(
+        "--role",
+        help="analyst (direct identifiers masked, no host files) or privileged (every value).",
+    ),
 ]
 
 
@@ -93,6 +101,7 @@ def main() -> None:
 
 
 def _main() -> None:
+    os.umask(0o077)  # the lake, reports and exports hold PHI: private to the owner
     try:
         app()
     except RcmlakeError as exc:

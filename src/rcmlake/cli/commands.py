@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rcmlake.cli.app import ConfigOpt, app, console, finish, project, summarize
+from rcmlake.cli.app import ConfigOpt, RoleOpt, app, console, finish, project, summarize
 
 
 @app.command()
@@ -157,15 +157,16 @@ def sql(
             help="Read the lake as it was: a release number (`rcmlake history`) or a time.",
         ),
     ] = None,
+    role: RoleOpt = "analyst",
 ) -> None:
     """Query silver and gold with DuckDB SQL; tables are views named as in the docs (fact_claim, patients …)."""
     from rcmlake.serve.output import render_table, shell
 
     proj = project(config)
     if query is None:
-        shell(proj, console())
+        shell(proj, console(), role)
         return
-    render_table(proj.sql(query, as_of=as_of), format, output, console())
+    render_table(proj.sql(query, as_of=as_of, role=role), format, output, console())
 
 
 @app.command()
@@ -203,9 +204,10 @@ def vacuum(
 def quality(
     config: ConfigOpt = None,
     examples: Annotated[int, typer.Option(help="Example keys per rule.")] = 3,
+    role: RoleOpt = "analyst",
 ) -> None:
     """Show quarantined rows per table, datasource and rule, with example keys."""
-    found = project(config).quality(examples)
+    found = project(config).quality(examples, role)
     console().table(
         "rows failing each rule (severity as configured for the datasource)", found["rules"]
     )
@@ -231,9 +233,10 @@ def report(
             "--output", "-o", help="HTML file [default: rcmlake-report.html beside the config]."
         ),
     ] = None,
+    role: RoleOpt = "analyst",
 ) -> None:
     """Write the self-contained HTML dashboard (opens offline, no server)."""
-    path = project(config).report(output)
+    path = project(config).report(output, role)
     console().info(f"dashboard: {path}")
 
 
@@ -256,16 +259,17 @@ def export(
     schema_name: Annotated[
         str, typer.Option("--schema", help="PostgreSQL schema for gold.")
     ] = "rcmlake_gold",
+    role: RoleOpt = "analyst",
 ) -> None:
     """Export the lake for BI tools: a DuckDB file, or gold tables in PostgreSQL."""
     if not duckdb_file and not postgres:
         raise typer.BadParameter("give --duckdb FILE and/or --postgres URL")
     proj = project(config)
     if duckdb_file:
-        names = proj.export_duckdb(duckdb_file, copy=copy)
+        names = proj.export_duckdb(duckdb_file, copy=copy, role=role)
         console().info(f"{duckdb_file}: {len(names)} tables ({'copied' if copy else 'views'})")
     if postgres:
-        counts = proj.export_postgres(postgres, schema=schema_name)
+        counts = proj.export_postgres(postgres, schema=schema_name, role=role)
         console().table(
             f"published to PostgreSQL schema {schema_name}",
             [{"table": k, "rows": v} for k, v in counts.items()],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rcmlake.engines.base import EngineSession
+from rcmlake.engines.base import Engine, EngineSession
 from rcmlake.errors import ConfigError
+from rcmlake.serve.access import check_role
 from rcmlake.storage import release
 from rcmlake.storage.audit import AUDIT_PATH
 from rcmlake.storage.delta import Lake
@@ -74,22 +75,48 @@ def lake_tables(lake: Lake, as_of: str | None = None) -> dict[str, tuple[str, in
     }
 
 
-def register_lake(s: EngineSession, lake: Lake, as_of: str | None = None) -> list[str]:
+def register_lake(
+    s: EngineSession,
+    lake: Lake,
+    as_of: str | None = None,
+    *,
+    role: str = "privileged",
+    engine: Engine | None = None,
+    needed: str | None = None,
+) -> list[str]:
     """Register every table as ``layer.name`` and as its bare name (at ``as_of``: see
-    ``_read_at``); returns the qualified names."""
+    ``_read_at``); returns the qualified names.
+
+    As ``analyst`` (``engine`` needed), tables with direct identifiers arrive masked and
+    the session is locked down (``serve.access``); with ``needed`` (the query's text),
+    only the masked tables it names are loaded, so a query on gold copies nothing."""
+    from rcmlake.serve import access
+
+    check_role(role)
+    analyst = role == "analyst"
+    salt = access.masking_salt(lake) if analyst else ""
     names = []
     for layer in ("silver", "gold"):
         s.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
     for qualified, (path, version) in _read_at(lake, as_of).items():
+        layer, name = qualified.split(".")
+        masked = analyst and bool(access.classification(layer, name)["direct"])
+        if masked and needed is not None and name not in needed:
+            continue
         data = lake.dataset(path, version)  # one open per table; None when not built
         if data is None:
             continue
-        layer, name = qualified.split(".")
-        s.register(f"_{layer}_{name}", data)
-        s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
+        if masked:
+            assert engine is not None, "the analyst role reads masked tables through the engine"
+            access.load_masked(s, engine, qualified, data, salt)
+        else:
+            s.register(f"_{layer}_{name}", data)
+            s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
         s.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {qualified}")
         names.append(qualified)
     audit = lake.dataset(AUDIT_PATH)
     if audit is not None:
         s.register("audit_loads", audit)
+    if analyst:
+        access.lock_down(s)
     return names

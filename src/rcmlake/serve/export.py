@@ -9,15 +9,45 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from deltalake import DeltaTable
 from sqlalchemy.engine import make_url
 
+from rcmlake.engines.base import Engine
 from rcmlake.errors import SourceUnavailable, StorageError
+from rcmlake.serve.access import check_role, masked_query, masking_salt
 from rcmlake.serve.catalog import lake_tables
 from rcmlake.storage.delta import Lake
 
 
-def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
+def _masked(
+    runner: Engine | None, qualified: str, dt: DeltaTable, salt: str | None
+) -> pa.RecordBatchReader | None:
+    """The table with the analyst masks applied, streamed (None: nothing to mask, or a
+    privileged export). The engine session stays open while the stream is read."""
+    if salt is None or runner is None:
+        return None
+    layer, name = qualified.split(".")
+    columns = [f.name for f in pa.schema(dt.schema().to_arrow())]
+    query = masked_query(layer, name, "raw", columns, salt)
+    if query is None:
+        return None
+    s = runner.session()
+    s.register("raw", dt.to_pyarrow_dataset())
+    return s.stream(query)
+
+
+def to_duckdb(
+    lake: Lake,
+    out: Path,
+    *,
+    copy: bool = False,
+    role: str = "analyst",
+    runner: Engine | None = None,
+) -> list[str]:
     """A DuckDB database with one view (or, with ``copy``, one table) per lake table.
+
+    As ``analyst``, a table with direct identifiers is always a copy, masked (a view
+    would point at the raw files).
 
     Views read the Parquet files of each silver table's current Delta version and of
     each gold table's version in the latest gold release; run the
@@ -25,6 +55,7 @@ def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
     """
     if not lake.is_local and not copy:
         raise StorageError("views over an object-store lake need credentials in DuckDB; use --copy")
+    salt = masking_salt(lake) if check_role(role) == "analyst" else None
     out.unlink(missing_ok=True)
     con = duckdb.connect(str(out))
     names = []
@@ -34,7 +65,11 @@ def to_duckdb(lake: Lake, out: Path, *, copy: bool = False) -> list[str]:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
             dt = lake.table(path, version)
             assert dt is not None
-            if copy:
+            if (masked := _masked(runner, qualified, dt, salt)) is not None:
+                con.register("src", masked)
+                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
+                con.unregister("src")
+            elif copy:
                 con.register("src", dt.to_pyarrow_dataset())
                 con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
                 con.unregister("src")
@@ -95,8 +130,17 @@ def _flatten_lists(table: pa.Table) -> pa.Table:
     return table
 
 
-def to_postgres(lake: Lake, url: str, *, schema: str = "rcmlake_gold") -> dict[str, int]:
-    """Publish every gold table into ``schema``; each table is swapped in atomically."""
+def to_postgres(
+    lake: Lake,
+    url: str,
+    *,
+    schema: str = "rcmlake_gold",
+    role: str = "analyst",
+    runner: Engine | None = None,
+) -> dict[str, int]:
+    """Publish every gold table into ``schema``; each table is swapped in atomically (as
+    ``analyst``, with direct identifiers masked)."""
+    salt = masking_salt(lake) if check_role(role) == "analyst" else None
     u = make_url(url)
     u = u.set(drivername="postgresql+psycopg") if u.drivername in ("postgresql", "postgres") else u
     engine = sa.create_engine(u)
@@ -110,7 +154,8 @@ def to_postgres(lake: Lake, url: str, *, schema: str = "rcmlake_gold") -> dict[s
                 continue
             dt = lake.table(path, version)
             assert dt is not None
-            table = _flatten_lists(dt.to_pyarrow_table())
+            masked = _masked(runner, qualified, dt, salt)
+            table = _flatten_lists(masked.read_all() if masked else dt.to_pyarrow_table())
             counts[name] = _publish(engine, schema, name, table)
     except sa.exc.OperationalError as exc:
         raise SourceUnavailable(f"cannot reach PostgreSQL ({type(exc.orig).__name__})") from None

@@ -45,7 +45,7 @@ def render_table(table: pa.Table, fmt: str, output: Path | None, console: Consol
         output.write_text(text, encoding="utf-8")
 
 
-def shell(project: Any, console: Console) -> None:
+def shell(project: Any, console: Console, role: str = "analyst") -> None:
     """A small SQL prompt: statements end with ';', `.tables` lists views, `.quit` leaves."""
     console.info(
         "rcmlake SQL shell (DuckDB). End statements with ';'. .tables lists tables, .quit exits."
@@ -65,6 +65,6 @@ def shell(project: Any, console: Console) -> None:
         if line.rstrip().endswith(";"):
             query, buffer = "\n".join(buffer).rstrip().rstrip(";"), []
             try:
-                render_table(project.sql(query), "table", None, console)
+                render_table(project.sql(query, role=role), "table", None, console)
             except RcmlakeError as exc:
                 console.warn(str(exc))

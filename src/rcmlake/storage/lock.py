@@ -58,7 +58,7 @@ def lake_lock(root: str, *, local: bool) -> Iterator[None]:
         return
     path = _lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,6 +78,19 @@ def lake_lock(root: str, *, local: bool) -> Iterator[None]:
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
-        yield
+        with private_files():
+            yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Files and folders created meanwhile are the owner's alone (umask 077): the lake holds
+    PHI, and a world-readable Parquet file is a disclosure. (The umask is per process; the
+    CLI sets it for its whole run.)"""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
