@@ -201,7 +201,7 @@ def test_age_bands_in_whole_years_and_addresses_without_zip_codes(tmp_path: Path
     assert project.run().exit_code == 0
     dim = {
         r["patient_key"].split("-")[0]: r
-        for r in project.sql("SELECT * FROM dim_patient").to_pylist()
+        for r in project.sql("SELECT * FROM dim_patient", role="privileged").to_pylist()
     }
 
     def age(dob: date) -> int:
