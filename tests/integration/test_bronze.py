@@ -339,3 +339,37 @@ def test_connection_errors_say_why_and_only_unreachable_is_retried(
     failed = [r for r in result.failed if r.datasource == "hospital_b"]
     assert failed and all(message in r.error and "Sup3r" not in r.error for r in failed)
     assert "Sup3r" not in str(project.audit.read().to_pylist())
+
+
+def test_names_with_quotes_load_and_injection_reads_nothing(backend: Backend) -> None:
+    """On every dialect: a legal table name holding the dialect's quote character loads; a
+    name carrying SQL is only ever a (missing) name."""
+    import yaml
+
+    backend.synth()
+    project = make_project(backend.workdir, backend.urls())
+    src = SqlSource("hospital_a", project.config.sources["hospital_a"], project.config.base_dir)
+    odd = {"mysql": 'odd`name"x'}.get(backend.kind, 'odd"name')
+    engine = sa.create_engine(src.sqlalchemy_url())
+    with engine.begin() as con:
+        con.execute(sa.text(f"CREATE TABLE {src.quote(odd)} AS SELECT * FROM departments"))
+        n = con.execute(sa.text("SELECT count(*) FROM departments")).scalar_one()
+    engine.dispose()
+    raw = yaml.safe_load((backend.workdir / "rcmlake.yaml").read_text())
+    raw["sources"]["hospital_a"]["tables"] += [
+        {"name": odd, "entity": "departments", "target": "departments_odd"},
+        {
+            "name": f"departments{src.quote('x')[0]} WHERE 1=0 UNION SELECT * FROM patients --",
+            "entity": "departments",
+            "target": "departments_evil",
+        },
+    ]
+    (backend.workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw))
+    project = Project.load(backend.workdir / "rcmlake.yaml")
+    by = {
+        r.table: r for r in project.ingest({"hospital_a"}).records if r.datasource == "hospital_a"
+    }
+    assert by["departments_odd"].status == "success"
+    assert bronze_count(project, "hospital_a", "departments_odd") == n
+    assert by["departments_evil"].status == "failed"
+    assert project.lake.table(bronze_path("hospital_a", "departments_evil")) is None

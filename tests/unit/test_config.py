@@ -244,3 +244,20 @@ def test_a_missing_environment_variable_stops_the_run_before_any_work(
         project.run(["bronze"])
     assert caught.value.exit_code == 2
     assert not (tmp_path / "lake").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ({"name": "../../x"}, "names must be non-empty and printable"),
+        ({"name": "pat\nients", "entity": "patients"}, "names must be non-empty and printable"),
+        ({"name": "a.b.c.d", "entity": "patients"}, "at most database.schema.table"),
+        ({"name": "odd name"}, "does not give a lake folder name; set `entity` or `target`"),
+        ({"name": "patients", "primary_key": [""]}, "names must be non-empty and printable"),
+    ],
+)
+def test_source_names_from_config_are_validated(tmp_path: Path, table: dict, says: str) -> None:
+    raw = demo_raw()
+    raw["sources"]["hospital_a"]["tables"].append(table)
+    with pytest.raises(ConfigError, match=says):
+        load_config(write(tmp_path, raw))

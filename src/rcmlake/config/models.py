@@ -9,6 +9,7 @@ lives in a model that might be printed.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -62,6 +63,25 @@ class TableConfig(Strict):
     def _watermark_for_incremental(self) -> TableConfig:
         if self.load_type == "incremental" and not self.watermark:
             raise ValueError("an incremental table needs a `watermark` column")
+        return self
+
+    @model_validator(mode="after")
+    def _safe_names(self) -> TableConfig:
+        """Source names may hold any printable character (they are quoted, never spliced),
+        but not control characters or empty parts; what names the lake folder must be an
+        identifier, so a table called ``../x`` cannot write outside ``bronze/``."""
+        parts = self.name.split(".")
+        columns = [self.watermark or "x", *self.primary_key]
+        for name in (*parts, *columns):
+            if not name or not name.isprintable():
+                raise ValueError(f"{self.name!r}: names must be non-empty and printable")
+        if len(parts) > 3:
+            raise ValueError(f"{self.name!r}: at most database.schema.table")
+        if not self.target and not re.match(IDENT, self.entity_name):
+            raise ValueError(
+                f"table {self.name!r} does not give a lake folder name; set `entity` or "
+                "`target` (letters, digits, underscores)"
+            )
         return self
 
     @property
@@ -288,7 +308,6 @@ class ProjectConfig(Strict):
     @field_validator("sources")
     @classmethod
     def _names(cls, value: dict[str, SourceConfig]) -> dict[str, SourceConfig]:
-        import re
 
         for name in value:
             if not re.match(IDENT, name):
