@@ -50,6 +50,10 @@ files:
     folder: landing/cptcodes
     layout: cpt_codes
     patterns: {{codesets: "*.csv"}}
+  remittances:
+    folder: landing/remittances
+    layout: x835
+    patterns: {{hospital_a: "hospital1_*.835", hospital_b: "hospital2_*.835"}}
 codesets:
   icd: {{mode: packaged}}
   npi: {{mode: "off"}}

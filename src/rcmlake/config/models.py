@@ -165,8 +165,8 @@ class FileFeedConfig(Strict):
 
     folder: Path
     patterns: dict[str, str] = Field(description="datasource -> file-name glob")
-    layout: Literal["claims", "cpt_codes"] = Field(
-        description="Which header and types the files carry."
+    layout: Literal["claims", "cpt_codes", "x835"] = Field(
+        description="Which header and types the files carry (`x835`: X12 835 remittances)."
     )
     target: str | None = Field(None, pattern=IDENT, description="Bronze table name.")
     max_line_bytes: int = Field(
@@ -206,6 +206,12 @@ class CodesetsConfig(Strict):
     npi: HttpCodesetConfig = HttpCodesetConfig(
         mode="off", url="https://npiregistry.cms.hhs.gov/api/"
     )
+    carc_file: Path | None = Field(
+        None,
+        description="CSV (code, description, category, start_date, stop_date) replacing the "
+        "packaged CARC slice: the X12 list, refreshed when it changes.",
+    )
+    rarc_file: Path | None = Field(None, description="The same for RARC remark codes.")
 
 
 class RuleConfig(Strict):

@@ -33,6 +33,8 @@ from rcmlake.errors import (
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
+from rcmlake.sources.x835 import PARTS as X835_PARTS
+from rcmlake.sources.x835 import read_835
 from rcmlake.storage.audit import LoadRecord
 
 
@@ -296,13 +298,24 @@ def load_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadReco
     records = []
     folder = ctx.config.path(feed.folder)
     for datasource, pattern in feed.patterns.items():
-        path = bronze_path(datasource, feed.target or name)
-        ctx.audit.recover(path, layer="bronze", datasource=datasource, table=feed.target or name)
-        loaded = _loaded_checksums(ctx, path)
+        paths = feed_paths(datasource, name, feed)
+        for path in paths:
+            table = path.rsplit("/", 1)[1]
+            ctx.audit.recover(path, layer="bronze", datasource=datasource, table=table)
+        loaded = {path: _loaded_checksums(ctx, path) for path in paths}
         for file in sorted(folder.glob(pattern)):
             if file.is_file():
-                records.append(_load_file(ctx, file, datasource, name, feed, path, loaded))
+                records.append(_load_file(ctx, file, datasource, name, feed, loaded))
     return records
+
+
+def feed_paths(datasource: str, name: str, feed: FileFeedConfig) -> list[str]:
+    """The bronze tables a feed writes: one, or for 835 remittances one per part
+    (``remittances_payments``, ``remittances_claims`` …)."""
+    target = feed.target or name
+    if feed.layout == "x835":
+        return [bronze_path(datasource, f"{target}_{part}") for part in X835_PARTS]
+    return [bronze_path(datasource, target)]
 
 
 def _loaded_checksums(ctx: RunContext, path: str) -> set[str]:
@@ -316,9 +329,11 @@ def _load_file(
     datasource: str,
     name: str,
     feed: FileFeedConfig,
-    path: str,
-    loaded: set[str],
+    loaded: dict[str, set[str]],
 ) -> LoadRecord:
+    """One landing file into its bronze table(s), one commit per table. A table that already
+    holds the file's checksum is skipped, so a run killed between the parts of an 835 loads
+    the rest next time and doubles nothing; the file is archived when every part is in."""
     digest = sha256(file)
     rel = (
         file.relative_to(ctx.config.landing_dir)
@@ -334,32 +349,40 @@ def _load_file(
         file_sha256=digest,
     )
     archived = _unique(ctx.config.landing_dir / "archive" / rel, digest)
-    if digest in loaded:
+    if all(digest in held for held in loaded.values()):
         _move(file, archived)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
     try:
-        table = read_file(file, feed.layout, feed.max_line_bytes)
+        if feed.layout == "x835":
+            parts = read_835(file)
+            tables = {p: parts[_part(p, feed.target or name)] for p in loaded}
+        else:
+            tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
     except FileRejected as exc:
         target = _unique(ctx.config.landing_dir / "rejected" / rel, digest)
         _move(file, target)
         target.with_name(target.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
         ctx.audit.record(rec.finish("rejected", str(exc)))
         return rec
-    rec.rows_read = rec.rows_written = table.num_rows
-    data = with_lineage(table, rec, str(rel), _file_sha256=digest)
-    rec.delta_version = ctx.lake.write(
-        path,
-        data,
-        mode="append",
-        schema_mode="merge",
-        metadata=_commit_meta(rec, archived_as=str(archived.relative_to(ctx.config.landing_dir))),
-    )
-    loaded.add(digest)
-    faults.point("bronze.after_commit")
+    first = next(iter(tables.values()))
+    rec.rows_read = rec.rows_written = first.num_rows
+    meta = _commit_meta(rec, archived_as=str(archived.relative_to(ctx.config.landing_dir)))
+    for path, table in tables.items():
+        if digest in loaded[path]:
+            continue
+        data = with_lineage(table, rec, str(rel), _file_sha256=digest)
+        version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=meta)
+        rec.delta_version = version if table is first else rec.delta_version
+        loaded[path].add(digest)
+        faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
     _move(file, archived)
     return rec
+
+
+def _part(path: str, target: str) -> str:
+    return path.rsplit("/", 1)[1].removeprefix(f"{target}_")
 
 
 def _unique(target: Path, digest: str) -> Path:

@@ -9,12 +9,17 @@ cache: a code already there is never requested again.
 
 from __future__ import annotations
 
+import hashlib
+from importlib import resources
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from rcmlake.config.models import HttpCodesetConfig
-from rcmlake.errors import RcmlakeError
-from rcmlake.layers.bronze import _commit_meta, retrying
+from rcmlake.errors import RcmlakeError, SourceError, scrub
+from rcmlake.layers.bronze import _commit_meta, last_content_hash, retrying
 from rcmlake.layers.context import RunContext, with_lineage
 from rcmlake.sources.codesets import icd, npi
 from rcmlake.sources.codesets.http import ApiClient
@@ -95,11 +100,65 @@ def load_npi(ctx: RunContext) -> LoadRecord:
     return _append(ctx, rec, NPI_PATH, table)
 
 
+CARC_PATH = f"bronze/{CODESETS}/carc_codes"
+RARC_PATH = f"bronze/{CODESETS}/rarc_codes"
+
+
+def _remit_codes(ctx: RunContext, table: str, path: str, file: Path | None) -> LoadRecord:
+    """CARC or RARC codes from the packaged slice, or the file configured to refresh them
+    (the X12 code lists, in the same columns); replaced only when the list changed, so
+    silver versions a description, category or stop date that moved (SCD2)."""
+    rec = _start(ctx, table, "file" if file else "packaged")
+    source = file or Path(
+        str(resources.files("rcmlake.sources.codesets").joinpath(f"data/{table[:4]}.csv"))
+    )
+    try:
+        data = pacsv.read_csv(
+            source,
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(REMIT_COLUMNS, pa.string()),
+                include_columns=list(REMIT_COLUMNS),
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(
+            f"{table}: cannot read {source.name}: {scrub(str(exc).splitlines()[0])}"
+        ) from None
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if digest == last_content_hash(ctx, path):
+        return rec.finish("no_change")
+    rec.rows_read = rec.rows_written = data.num_rows
+    rec.delta_version = ctx.lake.write(
+        path,
+        with_lineage(data, rec, source.name),
+        mode="overwrite",
+        schema_mode="overwrite",
+        metadata=_commit_meta(rec, content_hash=digest),
+    )
+    return rec.finish("success")
+
+
+REMIT_COLUMNS = ("code", "description", "category", "start_date", "stop_date")
+
+
+def load_carc(ctx: RunContext) -> LoadRecord:
+    return _remit_codes(ctx, "carc_codes", CARC_PATH, ctx.config.codesets.carc_file)
+
+
+def load_rarc(ctx: RunContext) -> LoadRecord:
+    return _remit_codes(ctx, "rarc_codes", RARC_PATH, ctx.config.codesets.rarc_file)
+
+
 def run_codesets(ctx: RunContext) -> list[LoadRecord]:
     out = []
-    for path, table in ((ICD_PATH, "icd_codes"), (NPI_PATH, "npi_registry")):
+    for path, table in (
+        (ICD_PATH, "icd_codes"),
+        (NPI_PATH, "npi_registry"),
+        (CARC_PATH, "carc_codes"),
+        (RARC_PATH, "rarc_codes"),
+    ):
         ctx.audit.recover(path, layer="bronze", datasource=CODESETS, table=table)
-    for loader in (load_icd, load_npi):
+    for loader in (load_icd, load_npi, load_carc, load_rarc):
         try:
             rec = retrying(ctx)(loader, ctx)
         except RcmlakeError as exc:

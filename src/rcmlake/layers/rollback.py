@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from rcmlake.errors import ConfigError
+from rcmlake.layers.bronze import feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import STATE_PATH
 from rcmlake.storage.audit import LoadRecord
@@ -38,8 +39,10 @@ def lake_paths(ctx: RunContext) -> list[str]:
         f"bronze/{ds}/{t.target_name}" for ds, src in ctx.config.sources.items() for t in src.tables
     ]
     for name, feed in ctx.config.files.items():
-        paths += [f"bronze/{ds}/{feed.target or name}" for ds in feed.patterns]
-    paths += [f"bronze/{CODESETS}/icd_codes", f"bronze/{CODESETS}/npi_registry"]
+        paths += [p for ds in feed.patterns for p in feed_paths(ds, name, feed)]
+    paths += [
+        f"bronze/{CODESETS}/{t}" for t in ("icd_codes", "npi_registry", "carc_codes", "rarc_codes")
+    ]
     paths += [f"{layer}/{m.name}" for layer in ("silver", "gold") for m in models(layer)]
     return [*sorted(set(paths)), STATE_PATH, RELEASE_PATH]
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from rcmlake import faults
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
+from rcmlake.layers.bronze import feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.lake_types import UTC_TS, to_lake, to_lake_stream
@@ -41,6 +42,7 @@ from rcmlake.transforms import (
     rules_fingerprint,
     tracked,
 )
+from rcmlake.transforms.check import sql_type
 
 STATE_PATH = "_state/silver_batches"
 UNIQUE_KEY = "unique_key"
@@ -59,9 +61,9 @@ def inputs(ctx: RunContext, m: Model) -> list[tuple[str, str]]:
             (ds, f"bronze/{ds}/{t.target_name}") for t in source.tables if t.entity_name == m.source
         ]
     for name, feed in ctx.config.files.items():
-        if (feed.target or name) == m.source:
-            found += [(ds, f"bronze/{ds}/{m.source}") for ds in feed.patterns]
-    if m.source in ("icd_codes", "npi_registry"):
+        for ds in feed.patterns:
+            found += [(ds, p) for p in feed_paths(ds, name, feed) if p.endswith(f"/{m.source}")]
+    if m.source in ("icd_codes", "npi_registry", "carc_codes", "rarc_codes"):
         found.append((CODESETS, f"bronze/{CODESETS}/{m.source}"))
     return found
 
@@ -91,8 +93,13 @@ def register_silver(s: EngineSession, ctx: RunContext, needed: str | None = None
             s.register(name, data)
             s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
         else:
-            # an entity with no data yet (e.g. NPI enrichment switched off) reads as empty
-            cols = dict.fromkeys([m.key, *m.spec.get("columns", {})], "VARCHAR")
+            # an entity with no data yet (e.g. NPI enrichment switched off) reads as empty,
+            # its columns typed as the CDM types them
+            types = cdm_types(m)
+            cols = {
+                c: sql_type(c, types.get(c, "text"))
+                for c in ["datasource", m.key, *m.spec.get("columns", {})]
+            }
             cols.update(is_quarantined="BOOLEAN", is_current="BOOLEAN")
             select = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in cols.items())
             s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT {select} WHERE false")

@@ -44,7 +44,7 @@ def check_sql(config: ProjectConfig) -> None:
                     _parses(con, expr, f"silver.mappings.{ds}.{m.name}.{col}")
             types = cdm_types(m)
             cols = [
-                f"CAST(NULL AS {_sql_type(c, types.get(c, 'text'))}) AS {quote_ident(c)}"
+                f"CAST(NULL AS {sql_type(c, types.get(c, 'text'))}) AS {quote_ident(c)}"
                 for c in m.spec.get("columns", {})
             ]
             con.execute(
@@ -76,7 +76,8 @@ def check_sql(config: ProjectConfig) -> None:
         con.close()
 
 
-def _sql_type(column: str, cdm: str) -> str:
+def sql_type(column: str, cdm: str) -> str:
+    """The SQL type of a CDM column typed ``cdm`` (``types:`` in silver.yml)."""
     if cdm == "raw":
         return "VARCHAR[]" if column == "cast_errors" else "VARCHAR"
     return SQL_TYPES[cdm]
