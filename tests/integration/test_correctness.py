@@ -666,7 +666,9 @@ def test_errors_and_silver_never_carry_the_bad_value(tmp_path: Path) -> None:
     con.commit()
     con.close()
     assert project.run().exit_code == 0
-    patient = project.lake.read(silver_path("patients")).to_pylist()[0]
+    patient = next(
+        r for r in project.lake.read(silver_path("patients")).to_pylist() if r["is_current"]
+    )
     assert patient["cast_errors"] == ["date_of_birth"] and patient["is_quarantined"]
     from rcmlake.serve.catalog import lake_tables
 

@@ -271,6 +271,15 @@ class GoldConfig(Strict):
         "service_date", description="Age of A/R measured from the service date or the claim date."
     )
     fiscal_year_start_month: int = Field(1, ge=1, le=12)
+    remittance_wait_days: int = Field(
+        45, ge=1, description="A claim with no 835 remittance after this many days is an exception."
+    )
+    underpayment_threshold: float = Field(
+        0.10,
+        ge=0,
+        lt=1,
+        description="A line paid this share below the payer's usual payment for the CPT is underpaid.",
+    )
 
 
 class RunConfig(Strict):

@@ -142,6 +142,8 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                     "as_of_date": [as_of],
                     "aging_basis": [cfg.aging_basis],
                     "fiscal_year_start_month": [cfg.fiscal_year_start_month],
+                    "remittance_wait_days": [cfg.remittance_wait_days],
+                    "underpayment_threshold": [cfg.underpayment_threshold],
                 }
             ),
         )

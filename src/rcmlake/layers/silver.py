@@ -42,7 +42,7 @@ from rcmlake.transforms import (
     rules_fingerprint,
     tracked,
 )
-from rcmlake.transforms.check import sql_type
+from rcmlake.transforms.check import empty_silver
 
 STATE_PATH = "_state/silver_batches"
 UNIQUE_KEY = "unique_key"
@@ -89,20 +89,10 @@ def register_silver(s: EngineSession, ctx: RunContext, needed: str | None = None
             continue
         data = ctx.lake.dataset(silver_path(m.name))
         name = f"silver_{m.name}"
-        if data is not None:
-            s.register(name, data)
-            s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
-        else:
-            # an entity with no data yet (e.g. NPI enrichment switched off) reads as empty,
-            # its columns typed as the CDM types them
-            types = cdm_types(m)
-            cols = {
-                c: sql_type(c, types.get(c, "text"))
-                for c in ["datasource", m.key, *m.spec.get("columns", {})]
-            }
-            cols.update(is_quarantined="BOOLEAN", is_current="BOOLEAN")
-            select = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in cols.items())
-            s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT {select} WHERE false")
+        # an entity with no data yet (NPI enrichment off, no 835 files) reads as an empty
+        # table of the schema its model builds
+        s.register(name, data if data is not None else empty_silver()[m.name].empty_table())
+        s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
 
 
 def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rcmlake.config.models import ProjectConfig
 from rcmlake.engines.base import EngineSession
-from rcmlake.transforms import effective_rules
+from rcmlake.transforms import effective_rules, model
 
 # fact -> the dimension keys it carries (-1 = no dimension row matched)
 _ALL_KEYS = ("patient_sk", "provider_sk", "department_sk", "payer_sk", "procedure_sk")
@@ -19,9 +19,9 @@ FACT_KEYS = {  # fact_encounter has no diagnosis
 
 
 def _key(s: EngineSession, entity: str) -> tuple[str, str]:
+    """The entity's key (silver.yml) and the filter of its current rows."""
     cols = s.sql(f"SELECT * FROM silver.{entity} LIMIT 0").column_names
-    key = next(c for c in cols if c.endswith("_key") or c in ("cpt_code", "icd_code", "npi"))
-    return key, "is_current" if "is_current" in cols else "true"
+    return model("silver", entity).key, "is_current" if "is_current" in cols else "true"
 
 
 def quality_report(

@@ -1,0 +1,58 @@
+-- Remittance KPIs (docs/KPIS.md, after HFMA's MAP Keys and Claim Integrity Task Force) by
+-- datasource and the month of each claim's first remittance. Per claim: the first remittance is
+-- its initial adjudication, the last its final one; reversals (CLP02 = 22) are left out, and
+-- claims denied as exact duplicates (CARC 18) count in neither side of a denial rate.
+WITH f AS (
+    SELECT *, coalesce(claim_key, remittance_claim_key) AS k FROM gold.fact_remittance WHERE NOT is_reversal
+), seq AS (
+    SELECT *, row_number() OVER (PARTITION BY k ORDER BY payment_date, remittance_claim_key) AS n FROM f
+), per_claim AS (
+    SELECT
+        k,
+        any_value(datasource) AS datasource,
+        arg_min(payment_month, n) AS month,
+        arg_min(is_duplicate, n) AS duplicate,
+        arg_min(is_denied, n) AS denied_initial,
+        arg_max(is_denied, n) AS denied_final,
+        arg_min(NOT is_denied AND payment_amount > 0, n) AS first_pass,
+        arg_min(charge_amount, n) AS charge,
+        arg_max(charge_amount - payment_amount, n) AS unpaid_final,
+        arg_min(days_claim_to_remittance, n) AS days_to_remittance,
+        CASE WHEN arg_min(is_denied, n) AND NOT arg_max(is_denied, n)
+             THEN date_diff('day', min(payment_date), max(payment_date)) END AS days_to_resolution,
+        bool_or(claim_key IS NOT NULL) AS matched,
+        sum(payment_amount) AS paid,
+        sum(contractual_adjustment) AS contractual
+    FROM seq GROUP BY k
+)
+SELECT
+    datasource,
+    month,
+    count(*) AS remitted_claims,
+    count(*) FILTER (WHERE NOT duplicate) AS claims_adjudicated,
+    count(*) FILTER (WHERE duplicate) AS duplicate_claims,
+    count(*) FILTER (WHERE denied_initial AND NOT duplicate) AS claims_denied_initial,
+    count(*) FILTER (WHERE denied_final AND NOT duplicate) AS claims_denied_final,
+    CAST(sum(charge) FILTER (WHERE NOT duplicate) AS DECIMAL(18, 2)) AS charges_adjudicated,
+    CAST(coalesce(sum(charge) FILTER (WHERE denied_initial AND NOT duplicate), 0) AS DECIMAL(18, 2))
+        AS charges_denied_initial,
+    round(count(*) FILTER (WHERE denied_initial AND NOT duplicate)
+          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS initial_denial_rate,
+    round(CAST(coalesce(sum(charge) FILTER (WHERE denied_initial AND NOT duplicate), 0) AS DOUBLE)
+          / nullif(CAST(sum(charge) FILTER (WHERE NOT duplicate) AS DOUBLE), 0), 4) AS initial_denial_rate_dollars,
+    round(count(*) FILTER (WHERE denied_final AND NOT duplicate)
+          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS final_denial_rate,
+    CAST(coalesce(sum(unpaid_final) FILTER (WHERE denied_final AND NOT duplicate), 0) AS DECIMAL(18, 2))
+        AS denial_writeoffs,
+    CAST(sum(charge) - sum(contractual) AS DECIMAL(18, 2)) AS net_patient_service_revenue,
+    round(CAST(coalesce(sum(unpaid_final) FILTER (WHERE denied_final AND NOT duplicate), 0) AS DOUBLE)
+          / nullif(CAST(sum(charge) - sum(contractual) AS DOUBLE), 0), 4) AS denial_writeoff_share_of_npsr,
+    round(count(*) FILTER (WHERE first_pass AND NOT duplicate)
+          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS first_pass_yield,
+    CAST(sum(paid) AS DECIMAL(18, 2)) AS payments,
+    CAST(sum(contractual) AS DECIMAL(18, 2)) AS contractual_adjustments_reported,
+    round(avg(days_to_resolution), 1) AS avg_days_to_resolution,
+    round(avg(days_to_remittance), 1) AS avg_days_claim_to_remittance,
+    count(*) FILTER (WHERE NOT matched) AS unmatched_remittances
+FROM per_claim
+GROUP BY ALL
