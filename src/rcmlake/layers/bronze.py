@@ -333,7 +333,8 @@ def _load_file(
 ) -> LoadRecord:
     """One landing file into its bronze table(s), one commit per table. A table that already
     holds the file's checksum is skipped, so a run killed between the parts of an 835 loads
-    the rest next time and doubles nothing; the file is archived when every part is in."""
+    the rest next time and doubles nothing; the last table (the raw segments, which every
+    835 has) marks the file complete, and then it is archived."""
     digest = sha256(file)
     rel = (
         file.relative_to(ctx.config.landing_dir)
@@ -349,7 +350,8 @@ def _load_file(
         file_sha256=digest,
     )
     archived = _unique(ctx.config.landing_dir / "archive" / rel, digest)
-    if all(digest in held for held in loaded.values()):
+    # the last table written (an 835's raw segments) says the file is complete
+    if digest in loaded[list(loaded)[-1]]:
         _move(file, archived)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
@@ -369,8 +371,8 @@ def _load_file(
     rec.rows_read = rec.rows_written = first.num_rows
     meta = _commit_meta(rec, archived_as=str(archived.relative_to(ctx.config.landing_dir)))
     for path, table in tables.items():
-        if digest in loaded[path]:
-            continue
+        if digest in loaded[path] or (table.num_rows == 0 and path != list(tables)[-1]):
+            continue  # written before a crash, or nothing to write
         data = with_lineage(table, rec, str(rel), _file_sha256=digest)
         version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=meta)
         rec.delta_version = version if table is first else rec.delta_version

@@ -9,9 +9,10 @@ WITH r AS (
     SELECT carc_code, category FROM silver.carc_codes WHERE is_current AND NOT is_quarantined
 ), a AS (
     SELECT remittance_claim_key,
-           sum(amount) FILTER (WHERE group_code = 'CO') AS co,
+           sum(amount) FILTER (WHERE coalesce(c.category, 'other') = 'contractual') AS contractual,
            sum(amount) FILTER (WHERE group_code = 'PR') AS pr,
-           sum(amount) FILTER (WHERE group_code NOT IN ('CO', 'PR')) AS other,
+           sum(amount) FILTER (WHERE coalesce(c.category, 'other') NOT IN ('contractual', 'patient_responsibility')
+                                 AND group_code <> 'PR') AS denial,
            count(*) FILTER (WHERE coalesce(c.category, 'other') NOT IN ('contractual', 'patient_responsibility'))
                AS denial_adjustments,
            count(*) FILTER (WHERE reason_code = '18') AS duplicate_adjustments
@@ -46,9 +47,9 @@ SELECT
     r.charge_amount,
     r.payment_amount,
     r.patient_responsibility,
-    CAST(coalesce(a.co, 0) AS DECIMAL(18, 2)) AS contractual_adjustment,
+    CAST(coalesce(a.contractual, 0) AS DECIMAL(18, 2)) AS contractual_adjustment,
     CAST(coalesce(a.pr, 0) AS DECIMAL(18, 2)) AS patient_responsibility_adjustment,
-    CAST(coalesce(a.other, 0) AS DECIMAL(18, 2)) AS other_adjustment,
+    CAST(coalesce(a.denial, 0) AS DECIMAL(18, 2)) AS denial_adjustment,
     CASE WHEN r.payment_date >= fc.claim_date THEN date_diff('day', fc.claim_date, r.payment_date) END
         AS days_claim_to_remittance,
     row_number() OVER (PARTITION BY coalesce(r.claim_key, r.remittance_claim_key)

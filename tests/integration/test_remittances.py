@@ -1,0 +1,275 @@
+"""X12 835 remittances: the public example files as documented, malformed ones rejected,
+re-sent files idempotent, balancing rules, matching and denial reasons."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rcmlake.layers.silver import silver_path
+from rcmlake.project import Project
+from tests.conftest import make_project
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def corpus() -> Path:
+    """``../shared/x12`` beside the checkout (or ``$RCMLAKE_X12_CORPUS``); CI has it."""
+    found = Path(os.environ.get("RCMLAKE_X12_CORPUS", ROOT.parent / "shared" / "x12"))
+    if not (found / "835").is_dir():
+        message = f"the X12 test corpus is not at {found}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+# ../shared/x12/README.md: claims (CLP), lines (SVC), BPR02, CAS group-reason × count, PLB
+EXPECTED = {
+    "X221-dollars-and-data-sent-separate": (2, 2, "945.00", {"CO-45": 1, "CO-A2": 2, "PR-1": 2}, 0),
+    "X221-dollars-and-data-sent-together": (2, 0, "150000.00", {"CO-45": 2}, 1),
+    "X221-era-sample": (1, 5, "132.00", {"CO-131": 5}, 0),
+    "X221-multiple-claims-single-check": (9, 33, "810.80", {"CO-131": 33, "PR-3": 6}, 0),
+    "X221-secondary-payment-with-higher-fee-schedule": (1, 1, "34.00", {"OA-23": 1, "OA-94": 1}, 0),
+    "X221-secondary-payments": (2, 2, "1222.00", {"CO-42": 1, "OA-23": 2, "PR-1": 1, "PR-2": 1}, 0),
+    "X221-tertiary-payments": (1, 1, "187.50", {"OA-23": 1}, 0),
+}
+
+
+def land(workdir: Path, name: str, content: bytes) -> None:
+    folder = workdir / "landing" / "remittances"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(content)
+
+
+def rows(project: Project, entity: str) -> list[dict]:
+    data = project.lake.read(silver_path(entity))
+    return data.to_pylist() if data is not None else []
+
+
+def by_file(items: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in items:
+        out.setdefault(Path(r["source_file"]).stem.removeprefix("hospital1_"), []).append(r)
+    return out
+
+
+def test_every_public_835_loads_with_its_documented_content(workdir: Path) -> None:
+    for f in sorted((corpus() / "835").glob("*.edi")):
+        land(workdir, f"hospital1_{f.stem}.835", f.read_bytes())
+    project = make_project(workdir)
+    result = project.run()
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    claims = by_file(rows(project, "remittance_claims"))
+    lines = by_file(rows(project, "remittance_lines"))
+    payments = by_file(rows(project, "remittance_payments"))
+    adjustments = rows(project, "claim_adjustments")
+    plb = rows(project, "provider_adjustments")
+    claim_file = {r["remittance_claim_key"]: name for name, rs in claims.items() for r in rs}
+    for name, (n_claims, n_lines, total, cas, n_plb) in EXPECTED.items():
+        assert len(claims[name]) == n_claims, name
+        assert len(lines.get(name, [])) == n_lines, name
+        assert [str(p["total_payment_amount"]) for p in payments[name]] == [total], name
+        got = Counter(
+            f"{a['group_code']}-{a['reason_code']}"
+            for a in adjustments
+            if claim_file[a["remittance_claim_key"]] == name
+        )
+        assert got == cas, name
+        keys = {p["payment_key"] for p in payments[name]}
+        assert sum(1 for p in plb if p["payment_key"] in keys) == n_plb, name
+    # every file balances: nothing quarantined
+    for entity in ("remittance_claims", "remittance_lines", "remittance_payments"):
+        assert not [r["dq_failures"] for r in rows(project, entity) if r["is_quarantined"]], entity
+    # the MOA remark of the "together" file, and the CARC descriptions in gold
+    remarks = rows(project, "remittance_remarks")
+    assert [r["remark_code"] for r in remarks] == ["MA02"]
+    reasons = project.sql("SELECT DISTINCT reason_code, category FROM fact_adjustment").to_pylist()
+    assert {"reason_code": "45", "category": "contractual"} in reasons
+    assert {"reason_code": "1", "category": "patient_responsibility"} in reasons
+    # bronze keeps the raw segments with their positions
+    segments = project.lake.read("bronze/hospital_a/remittances_segments").to_pylist()
+    ids = Counter(s["segment_id"] for s in segments)
+    assert (ids["CLP"], ids["SVC"], ids["BPR"]) == (18, 44, 7)
+    assert all(s["raw"].startswith(s["segment_id"]) for s in segments)
+
+
+def test_malformed_files_are_rejected_with_the_reason_and_the_rest_loads(workdir: Path) -> None:
+    x12 = corpus()
+    bad = {
+        "bad_file.edi": "not an X12 interchange",
+        "error_validation.edi": "ControlCountMismatch at segment 28",
+        "segment_terminator.edi": "UnterminatedLoop",
+        "unknown_segment_error.edi": "UnknownSegment at segment 2",
+    }
+    for name in bad:
+        land(workdir, f"hospital1_{Path(name).stem}.835", (x12 / "bad" / name).read_bytes())
+    claim_837 = sorted((x12 / "837p").glob("*.edi"))[0]
+    land(workdir, "hospital1_an_837.835", claim_837.read_bytes())
+    good = x12 / "835" / "X221-era-sample.edi"
+    land(workdir, "hospital1_good.835", good.read_bytes())
+    project = make_project(workdir)
+    result = project.run()
+    assert result.exit_code == 1
+    rejected = {Path(r.source_file).stem: r.error for r in result.records if r.status == "rejected"}
+    for name, reason in bad.items():
+        stem = f"hospital1_{Path(name).stem}"
+        assert reason in rejected[stem], (name, rejected.get(stem))
+        reason_file = workdir / "landing" / "rejected" / "remittances" / f"{stem}.835.reason.txt"
+        assert reason in reason_file.read_text()
+    assert "UnknownSegment" in rejected["hospital1_an_837"]  # an 837 is not a remittance
+    assert len(rows(project, "remittance_claims")) == 1  # the good file loaded
+    assert {r.status for r in result.records if r.layer == "gold"} == {"success"}
+
+
+def test_a_resent_remittance_changes_nothing(workdir: Path) -> None:
+    content = (corpus() / "835" / "X221-multiple-claims-single-check.edi").read_bytes()
+    land(workdir, "hospital1_week1.835", content)
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    before = {
+        e: len(rows(project, e))
+        for e in ("remittance_claims", "remittance_lines", "claim_adjustments")
+    }
+    # the same bytes under another name: skipped by checksum
+    land(workdir, "hospital1_week1_again.835", content)
+    # the same remittance in a new envelope (another interchange control number): loaded into
+    # bronze, and silver's keys make it the same rows
+    isa13 = content.split(b"*")[13]
+    land(workdir, "hospital1_resent.835", content.replace(isa13, b"000000999"))
+    result = project.run()
+    assert result.exit_code == 0
+    statuses = {Path(r.source_file).name: r.status for r in result.records if r.source_file}
+    assert statuses["hospital1_week1_again.835"] == "skipped"
+    assert statuses["hospital1_resent.835"] == "success"
+    after = {e: len(rows(project, e)) for e in before}
+    assert after == before
+
+
+def test_an_unbalanced_file_is_loaded_and_its_rows_quarantined(workdir: Path) -> None:
+    content = (corpus() / "835" / "X221-dollars-and-data-sent-separate.edi").read_bytes()
+    land(
+        workdir,
+        "hospital1_off.835",
+        content.replace(b"CLP*5554555444*1*800*450*", b"CLP*5554555444*1*800*451*"),
+    )
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    claims = {r["patient_control_number"]: r for r in rows(project, "remittance_claims")}
+    assert claims["5554555444"]["dq_failures"] == ["claim_balanced"]
+    assert not claims["8765432112"]["is_quarantined"]
+    (payment,) = rows(project, "remittance_payments")
+    assert payment["dq_failures"] == ["payment_balanced"]  # 945 ≠ 451 + 495 − 0
+    assert project.sql("SELECT count(*) FROM fact_remittance").column(0)[0].as_py() == 1
+
+
+DENIED = """ISA*00*          *00*          *ZZ*123456789012345*ZZ*123456789012346*250503*1705*^*00501*000010217*0*T*:~
+GS*HP*1234567890*1234567981*20250503*1705*20214*X*005010X221A1~
+ST*835*112234~
+BPR*I*495*C*ACH*CCP*01*888999777*DA*24681012*1935665544**01*111333555*DA*144444*20250316~
+TRN*1*71700666556*1935665544~
+DTM*405*20250314~
+N1*PR*RUSHMORE LIFE~
+N3*10 SOUTH AVENUE~
+N4*RAPID CITY*SD*55111~
+PER*BL*JOHN WAYNE*TE*8005551212*EX*123~
+N1*PE*ACME MEDICAL CENTER*XX*5544667733~
+REF*TJ*777667755~
+LX*1~
+CLP*{claim}*4*800*0*300*12*94060555410001~
+NM1*QC*1*BUDD*WILLIAM****MI*33344555510~
+SVC*HC:99211*800*0~
+DTM*150*20250301~
+DTM*151*20250304~
+CAS*PR*1*300~
+CAS*CO*50*500~
+LQ*HE*N386~
+CLP*NOSUCHCLAIM*1*1200*495*600*12*9407779923001~
+CAS*CO*A2*55~
+NM1*QC*1*SETTLE*SUSAN****MI*44455666610~
+SVC*HC:93555*1200*550~
+DTM*150*20250310~
+DTM*151*20250312~
+CAS*PR*1*600~
+CAS*CO*45*50~
+SE*28*112234~
+GE*1*20214~
+IEA*1*000010217~
+"""
+
+
+def test_denials_carry_the_payers_reasons_and_unmatched_remittances_are_listed(
+    workdir: Path,
+) -> None:
+    corpus()
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    claim_id, payer = (
+        project.sql(
+            "SELECT claim_id, payer FROM fact_claim WHERE NOT is_denied AND datasource = 'hospital_a' "
+            "ORDER BY claim_key LIMIT 1"
+        )
+        .to_pylist()[0]
+        .values()
+    )
+    land(workdir, "hospital1_denied.835", DENIED.format(claim=claim_id).encode())
+    result = project.run()
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    f = {
+        r["patient_control_number"]: r
+        for r in project.sql("SELECT * FROM fact_remittance").to_pylist()
+    }
+    denied, other = f[claim_id], f["NOSUCHCLAIM"]
+    assert denied["is_denied"] and denied["match_method"] == "patient_control_number"
+    assert denied["payer_sk"] != -1 and denied["payer"] == payer
+    assert not other["is_denied"] and other["claim_key"] is None and other["payer_sk"] == -1
+    # the reason: CO-50 (medical necessity), 500.00; PR-1 is the patient's share, not a denial
+    reasons = project.sql(
+        "SELECT reason_code, category, denied_claims, denied_amount, payer FROM mart_denials WHERE basis = '835'"
+    ).to_pylist()
+    assert reasons == [
+        {
+            "reason_code": "50",
+            "category": "medical_necessity",
+            "denied_claims": 1,
+            "denied_amount": Decimal("500.00"),
+            "payer": payer,
+        }
+    ]
+    remark = project.sql("SELECT remark_code, level FROM remittance_remarks").to_pylist()
+    assert remark == [{"remark_code": "N386", "level": "line"}]
+    # recomputed by hand: 1 of 2 claims denied on first remittance; 800 of 2000 charged
+    kpi = project.sql("SELECT * FROM mart_remittance_monthly").to_pylist()
+    assert len(kpi) == 1
+    k = kpi[0]
+    assert (k["claims_adjudicated"], k["claims_denied_initial"], k["claims_denied_final"]) == (
+        2,
+        1,
+        1,
+    )
+    assert k["initial_denial_rate"] == pytest.approx(0.5)
+    assert k["initial_denial_rate_dollars"] == pytest.approx(800 / 2000)
+    assert k["first_pass_yield"] == pytest.approx(0.5)
+    assert k["denial_writeoffs"] == Decimal("800.00")
+    # net patient service revenue: charges less the contractual CARCs (CO-A2 55, CO-45 50); the
+    # CO-50 denial is not contractual
+    assert k["net_patient_service_revenue"] == Decimal("2000.00") - Decimal("105.00")
+    assert k["denial_writeoff_share_of_npsr"] == pytest.approx(800 / 1895, abs=1e-4)
+    assert k["unmatched_remittances"] == 1
+    exceptions = project.sql(
+        "SELECT exception, claim_id FROM mart_remittance_exceptions"
+    ).to_pylist()
+    assert {"exception": "remittance_without_claim", "claim_id": "NOSUCHCLAIM"} in exceptions
+    # the claims-file fallback no longer counts a claim the 835 covers
+    fallback = (
+        project.sql(
+            f"SELECT count(*) FROM fact_claim c WHERE c.claim_id = '{claim_id}' AND c.is_denied"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert fallback == 0
