@@ -64,7 +64,7 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
         (
             lambda r: r["files"]["claims"].update(layout="remits"),
             "files.claims.layout",
-            "allowed: 'claims' or 'cpt_codes'",
+            "allowed: 'claims', 'cpt_codes' or 'x835'",
         ),
     ],
 )

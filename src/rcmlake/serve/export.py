@@ -69,7 +69,7 @@ def to_duckdb(
                 con.register("src", masked)
                 con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
                 con.unregister("src")
-            elif copy:
+            elif copy or not dt.file_uris():  # a view needs files; an empty table has none
                 con.register("src", dt.to_pyarrow_dataset())
                 con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
                 con.unregister("src")

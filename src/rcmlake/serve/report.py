@@ -27,8 +27,10 @@ QUERIES = {
     "contractual_adjustments FROM gold.mart_revenue_monthly",
     "aging": "SELECT as_of_date, datasource, payer, aging_bucket, bucket_order, ar_amount "
     "FROM gold.mart_ar_aging",
-    "denials": "SELECT datasource, payer, denial_reason, claim_month AS month, denied_claims, denied_amount "
-    "FROM gold.mart_denials",
+    # CARC reasons (835 remittances) as "CARC 50: …"; sources without 835 files keep theirs
+    "denials": "SELECT datasource, payer, CASE WHEN reason_code IS NOT NULL "
+    "THEN 'CARC ' || reason_code || ': ' || left(denial_reason, 60) ELSE denial_reason END AS denial_reason, "
+    "claim_month AS month, denied_claims, denied_amount FROM gold.mart_denials",
 }
 
 
