@@ -273,3 +273,49 @@ def test_denials_carry_the_payers_reasons_and_unmatched_remittances_are_listed(
         .as_py()
     )
     assert fallback == 0
+
+
+def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from rcmlake.synth import synthesize
+    from tests.conftest import SMALL
+
+    manifest = synthesize(tmp_path, replace(SMALL, remittance_defects=True)).manifest["remittances"]
+    project = make_project(tmp_path)
+    result = project.run()
+    rejected = sorted(Path(r.source_file).name for r in result.records if r.status == "rejected")
+    assert rejected == sorted(f for m in manifest.values() for f in m["broken_files"])
+    assert result.exit_code == 1 and {r.status for r in result.failed} == {"rejected"}
+    skipped = sorted(
+        Path(r.source_file).name for r in result.records if r.status == "skipped" and r.source_file
+    )
+    assert skipped == sorted(f for m in manifest.values() for f in m["resent_files"])
+    claims = rows(project, "remittance_claims")
+    for ds, m in manifest.items():
+        mine = [r for r in claims if r["datasource"] == ds]
+        assert len(mine) == m["claims"], ds
+        assert not [r for r in mine if r["is_quarantined"]]  # every synthetic file balances
+        assert sum(r["claim_status"] == "22" for r in mine) == m["reversals"]
+        ext = [r for r in mine if r["patient_control_number"].startswith("EXT-")]
+        assert len(ext) == m["unmatched"] and all(r["claim_key"] is None for r in ext)
+        assert str(sum(r["payment_amount"] for r in mine)) == m["paid_total"]
+        # denials by CARC, recomputed from what synth wrote
+        got = project.sql(
+            "SELECT reason_code, sum(denied_claims) AS claims, sum(denied_amount) AS amount "
+            f"FROM mart_denials WHERE basis = '835' AND datasource = '{ds}' GROUP BY 1"
+        ).to_pylist()
+        assert {
+            r["reason_code"]: {"claims": r["claims"], "amount": str(r["amount"])} for r in got
+        } == m["denied"]
+    plb = rows(project, "provider_adjustments")
+    assert len(plb) == sum(m["plb"] for m in manifest.values())
+    # duplicates (CARC 18) are counted apart and kept out of the denial rates
+    kpi = project.sql(
+        "SELECT sum(duplicate_claims) AS d, sum(claims_denied_initial) AS n FROM mart_remittance_monthly"
+    ).to_pylist()[0]
+    assert kpi["d"] == sum(
+        m["denied"].get("18", {"claims": 0})["claims"] for m in manifest.values()
+    )
+    other = sum(v["claims"] for m in manifest.values() for c, v in m["denied"].items() if c != "18")
+    assert kpi["n"] == other

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from rcmlake.config.secrets import redact
 from rcmlake.errors import ConfigError
-from rcmlake.synth import defects, writers
+from rcmlake.synth import defects, remittances, writers
 from rcmlake.synth.catalog import cpt_catalog
 from rcmlake.synth.model import (
     MAX_UPDATES,
@@ -70,6 +70,12 @@ def _emr(tl: Any, spec: SynthSpec, plan: defects.DefectPlan, updates: int) -> di
     return tables
 
 
+def synth_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the synthetic set in ``folder`` ({} when there is none)."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def synthesize(
     out: Path, spec: SynthSpec | None = None, *, target: str | None = None, update: bool = False
 ) -> SynthResult:
@@ -99,6 +105,7 @@ def synthesize(
     result = SynthResult(manifest={})
     plans: dict[str, defects.DefectPlan] = {}
     claims_rows: dict[str, int] = {}
+    remits: dict[str, dict[str, object]] = {}
     for index, ds in enumerate(spec.datasources):
         tl = build(spec, index)
         plan = plans[ds] = defects.plan(tl, spec)
@@ -116,8 +123,10 @@ def synthesize(
             engine.dispose()
         result.rows[ds] = {name: t.num_rows for name, t in tables.items()}
         months = [spec.months + updates] if update else range(1, spec.months + 1)
+        adjudicated = []
         for month in months:
             claims = claims_for_month(tl, spec, month)
+            adjudicated.append((month, claims, spec.month_end(month)))
             corrected: list[str] = []
             if update and updates == 1:
                 claims = pa.concat_tables([claims, _corrections(tl, spec, plan)])
@@ -127,6 +136,12 @@ def synthesize(
             writers.write_csv(text, path, truncate_ids=malformed)
             result.files.append(path)
             claims_rows[path.name] = text.num_rows
+        remits[ds] = remittances.merge(
+            (previous or {}).get("remittances", {}).get(ds) if update else None,
+            remittances.write_remittances(
+                out, index, adjudicated, spec.seed, fresh=not update and spec.remittance_defects
+            ),
+        )
     result.files.append(_write_cpt(out / "landing" / "cptcodes" / "cptcodes.csv"))
     result.manifest = {
         "spec": {**asdict(spec), "start": spec.start.isoformat()},
@@ -143,6 +158,7 @@ def synthesize(
             for ds, p in plans.items()
         },
         "expected_quarantine": defects.expected_quarantine(plans, updates),
+        "remittances": remits,
     }
     manifest_path.write_text(json.dumps(result.manifest, indent=2, sort_keys=True))
     return result
