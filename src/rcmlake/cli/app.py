@@ -83,8 +83,6 @@ def summarize(title: str, result, started: float) -> None:  # type: ignore[no-un
         f"[{colour}]{len(result.records)} loads, {failed} failed[/] in {time.monotonic() - started:.1f}s "
         f"(run {result.run_id})"
     )
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
 
 
 from rcmlake.cli import commands  # noqa: E402,F401  (registers the commands)
