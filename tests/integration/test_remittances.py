@@ -40,6 +40,14 @@ EXPECTED = {
 }
 
 
+@pytest.fixture
+def workdir(workdir: Path) -> Path:
+    """The synthetic hospitals without their synthetic 835 files: these tests land their own."""
+    for f in (workdir / "landing" / "remittances").glob("*.835"):
+        f.unlink()
+    return workdir
+
+
 def land(workdir: Path, name: str, content: bytes) -> None:
     folder = workdir / "landing" / "remittances"
     folder.mkdir(parents=True, exist_ok=True)
@@ -319,3 +327,92 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
     )
     other = sum(v["claims"] for m in manifest.values() for c, v in m["denied"].items() if c != "18")
     assert kpi["n"] == other
+
+
+def test_any_separators_line_breaks_and_many_interchanges_per_file(workdir: Path) -> None:
+    x12 = corpus() / "835"
+    era = (x12 / "X221-era-sample.edi").read_bytes()
+    # the ISA declares the separators: '|' between elements, a newline after each '~'
+    assert era[3:4] == b"*"
+    land(workdir, "hospital1_pipes.835", era.replace(b"*", b"|").replace(b"~", b"~\n"))
+    # two interchanges in one file
+    two = (
+        (x12 / "X221-tertiary-payments.edi").read_bytes()
+        + b"\n"
+        + (x12 / "X221-secondary-payments.edi").read_bytes()
+    )
+    land(workdir, "hospital1_two.835", two)
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    claims = by_file(rows(project, "remittance_claims"))
+    assert len(claims["pipes"]) == 1 and len(claims["two"]) == 1 + 2
+    payments = by_file(rows(project, "remittance_payments"))
+    assert sorted(str(p["total_payment_amount"]) for p in payments["two"]) == ["1222.00", "187.50"]
+    lines = by_file(rows(project, "remittance_lines"))
+    assert len(lines["pipes"]) == 5
+
+
+def test_carc_codes_refresh_from_a_file_as_new_versions(workdir: Path) -> None:
+    from importlib import resources
+
+    corpus()
+    packaged = resources.files("rcmlake.sources.codesets").joinpath("data/carc.csv").read_text()
+    project = make_project(workdir)
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    codes = workdir / "carc.csv"
+    codes.write_text(
+        packaged.replace(
+            "Exact duplicate claim/service,duplicate,1995-01-01,",
+            "Exact duplicate claim/service,duplicate,1995-01-01,2030-12-31",
+        )
+    )
+    project = make_project(
+        workdir,
+        codesets={"icd": {"mode": "packaged"}, "npi": {"mode": "off"}, "carc_file": "carc.csv"},
+    )
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    versions = sorted(
+        (r for r in rows(project, "carc_codes") if r["carc_code"] == "18"),
+        key=lambda r: r["effective_from"],
+    )
+    assert [str(r["stop_date"]) for r in versions] == ["None", "2030-12-31"]
+    assert [r["is_current"] for r in versions] == [False, True]
+    assert len(rows(project, "carc_codes")) == packaged.count("\n") - 1 + 1  # one new version
+    # unchanged file: nothing new
+    again = project.run(["bronze"])
+    assert {r.status for r in again.records if r.table == "carc_codes"} == {"no_change"}
+    # the net collection rate now stands on the payers' contractual adjustments, and says so
+    bases = (
+        project.sql("SELECT DISTINCT contractual_basis FROM mart_kpi_monthly").column(0).to_pylist()
+    )
+    assert bases == ["payer-reported (835) where remitted, else derived"]
+    reported = (
+        project.sql(
+            "SELECT sum(r.contractual_adjustment) FROM fact_remittance r WHERE r.claim_key IS NOT NULL"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    derived_rest = (
+        project.sql(
+            "SELECT sum(contractual_adjustment) FROM fact_claim c "
+            "WHERE NOT EXISTS (SELECT 1 FROM fact_remittance r WHERE r.claim_key = c.claim_key)"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    total = (
+        project.sql("SELECT sum(contractual_adjustments) FROM mart_kpi_monthly")
+        .column(0)[0]
+        .as_py()
+    )
+    assert total == reported + derived_rest
+    # self-pay claims never get an 835: past the wait they are exceptions, listed
+    waiting = (
+        project.sql(
+            "SELECT count(*) FROM mart_remittance_exceptions WHERE exception = 'claim_without_remittance'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert waiting > 0

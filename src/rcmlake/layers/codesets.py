@@ -142,11 +142,13 @@ REMIT_COLUMNS = ("code", "description", "category", "start_date", "stop_date")
 
 
 def load_carc(ctx: RunContext) -> LoadRecord:
-    return _remit_codes(ctx, "carc_codes", CARC_PATH, ctx.config.codesets.carc_file)
+    file = ctx.config.codesets.carc_file
+    return _remit_codes(ctx, "carc_codes", CARC_PATH, ctx.config.path(file) if file else None)
 
 
 def load_rarc(ctx: RunContext) -> LoadRecord:
-    return _remit_codes(ctx, "rarc_codes", RARC_PATH, ctx.config.codesets.rarc_file)
+    file = ctx.config.codesets.rarc_file
+    return _remit_codes(ctx, "rarc_codes", RARC_PATH, ctx.config.path(file) if file else None)
 
 
 def run_codesets(ctx: RunContext) -> list[LoadRecord]:

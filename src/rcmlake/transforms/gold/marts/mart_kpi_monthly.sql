@@ -23,6 +23,16 @@ WITH charges AS (
     SELECT datasource, service_month AS month, sum(gross_charges) AS gross_charges,
            sum(payments) AS payments, sum(contractual_adjustments) AS adjustments, any_value(inputs) AS inputs
     FROM gold.mart_revenue_monthly GROUP BY ALL
+), remitted AS (
+    -- where payers send 835 files, the contractual adjustment of a claim is what they reported
+    -- (contractual CARCs, reversals netted); a claim no remittance covers keeps the derived one
+    SELECT c.datasource, c.service_month AS month,
+           sum(coalesce(r.contractual, c.contractual_adjustment)) AS adjustments
+    FROM gold.fact_claim c
+    LEFT JOIN (SELECT claim_key, sum(contractual_adjustment) AS contractual FROM gold.fact_remittance
+               WHERE claim_key IS NOT NULL GROUP BY 1) r USING (claim_key)
+    WHERE c.datasource IN (SELECT datasource FROM gold.fact_remittance)
+    GROUP BY ALL
 ), charges_90 AS (
     SELECT m.datasource, m.month, sum(c.amount) AS charges_90d
     FROM months m JOIN charges c
@@ -65,9 +75,12 @@ SELECT
     m.month_end,
     CAST(coalesce(r.gross_charges, 0) AS DECIMAL(18, 2)) AS gross_charges,
     CAST(coalesce(r.payments, 0) AS DECIMAL(18, 2)) AS payments,
-    CAST(coalesce(r.adjustments, 0) AS DECIMAL(18, 2)) AS contractual_adjustments,
+    CAST(coalesce(rm.adjustments, r.adjustments, 0) AS DECIMAL(18, 2)) AS contractual_adjustments,
+    CASE WHEN rm.adjustments IS NOT NULL THEN 'payer-reported (835) where remitted, else derived'
+         ELSE 'derived (billed − paid − patient responsibility)' END AS contractual_basis,
     CAST(r.payments AS DOUBLE) / nullif(CAST(r.gross_charges AS DOUBLE), 0) AS gross_collection_rate,
-    CAST(r.payments AS DOUBLE) / nullif(CAST(r.gross_charges - r.adjustments AS DOUBLE), 0) AS net_collection_rate,
+    CAST(r.payments AS DOUBLE)
+        / nullif(CAST(r.gross_charges - coalesce(rm.adjustments, r.adjustments) AS DOUBLE), 0) AS net_collection_rate,
     CAST(coalesce(a.ar_total, 0) AS DECIMAL(18, 2)) AS ar_total,
     CAST(coalesce(a.ar_over_90, 0) AS DOUBLE) / nullif(CAST(a.ar_total AS DOUBLE), 0) AS ar_over_90_share,
     -- gross method (MGMA): billed A/R ÷ average daily gross charges of the last 90 days
@@ -102,11 +115,14 @@ SELECT
               CASE WHEN v.encounters > 0 THEN 'encounters' END) AS inputs,
     'charges/payments by service month; denials, rejections, first-pass yield and claim lag by claim month; '
         || 'payment lag by paid month; A/R at month end aged by ' || any_value(p.aging_basis) OVER () AS basis,
-    'refunds; denial reasons; adjudication history (initial denial rate and first-pass yield use current status)'
+    'refunds; ' || CASE WHEN rm.adjustments IS NOT NULL THEN 'adjudication history in the claims file '
+        || '(mart_remittance_monthly has the 835-based denial rates)'
+        ELSE 'denial reasons; adjudication history (initial denial rate and first-pass yield use current status)' END
         AS missing_fields
 FROM months m
 CROSS JOIN params p
 LEFT JOIN revenue r USING (datasource, month)
+LEFT JOIN remitted rm USING (datasource, month)
 LEFT JOIN charges_90 tr USING (datasource, month)
 LEFT JOIN ar a USING (datasource, month)
 LEFT JOIN submitted s USING (datasource, month)
