@@ -218,7 +218,7 @@ def test_dashboard_renders_in_headless_chromium(lake: Project, tmp_path: Path) -
     ).stdout
     body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
     assert 'data-errors=""' in body, body
-    assert 'data-rendered="6"' in body, body
+    assert 'data-rendered="7"' in body, body
     assert dom.count('class="main-svg"') >= 6
     assert "Gross collection rate" in dom and "hospital_a" in dom
 

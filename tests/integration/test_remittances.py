@@ -416,3 +416,40 @@ def test_carc_codes_refresh_from_a_file_as_new_versions(workdir: Path) -> None:
         .as_py()
     )
     assert waiting > 0
+
+
+def test_a_line_paid_below_the_payers_usual_amount_is_an_underpayment(workdir: Path) -> None:
+    content = (corpus() / "835" / "X221-multiple-claims-single-check.edi").read_bytes()
+    # the first of seven D0120 lines paid 15 instead of 25 (CAS, CLP04 and BPR02 follow, so it balances)
+    changed = (
+        content.replace(
+            b"SVC*AD:D0120*46*25~DTM*472*20140324~CAS*CO*131*21",
+            b"SVC*AD:D0120*46*15~DTM*472*20140324~CAS*CO*131*31",
+            1,
+        )
+        .replace(b"CLP*7722337*1*226*132**", b"CLP*7722337*1*226*122**", 1)
+        .replace(b"BPR*I*810.8*", b"BPR*I*800.8*", 1)
+    )
+    assert changed.count(b"D0120*46*15") == 1
+    land(workdir, "hospital1_under.835", changed)
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    assert not [
+        r
+        for e in ("remittance_claims", "remittance_lines", "remittance_payments")
+        for r in rows(project, e)
+        if r["is_quarantined"]
+    ]
+    under = project.sql(
+        "SELECT procedure_code, payment_amount, usual_payment, usual_basis_lines, shortfall FROM mart_underpayments"
+    ).to_pylist()
+    # median of the payer's seven D0120 payments (15 and six of 25) is 25; 15 < 25 × 0.9
+    assert under == [
+        {
+            "procedure_code": "D0120",
+            "payment_amount": Decimal("15.00"),
+            "usual_payment": Decimal("25.00"),
+            "usual_basis_lines": 7,
+            "shortfall": Decimal("10.00"),
+        }
+    ]

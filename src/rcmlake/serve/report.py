@@ -31,6 +31,8 @@ QUERIES = {
     "denials": "SELECT datasource, payer, CASE WHEN reason_code IS NOT NULL "
     "THEN 'CARC ' || reason_code || ': ' || left(denial_reason, 60) ELSE denial_reason END AS denial_reason, "
     "claim_month AS month, denied_claims, denied_amount FROM gold.mart_denials",
+    "remit": "SELECT datasource, month, claims_adjudicated, claims_denied_initial, claims_denied_final, "
+    "charges_adjudicated, charges_denied_initial FROM gold.mart_remittance_monthly",
 }
 
 
