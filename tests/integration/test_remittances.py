@@ -453,3 +453,61 @@ def test_a_line_paid_below_the_payers_usual_amount_is_an_underpayment(workdir: P
             "shortfall": Decimal("10.00"),
         }
     ]
+
+
+def _remit(
+    trace: str, day: str, claim: str, status: str, charge: str, paid: str, service: str
+) -> bytes:
+    """A one-claim 835: ``paid`` of ``charge``, the rest denied as CO-50 (medical necessity)."""
+    cas = "" if paid == charge else f"CAS*CO*50*{Decimal(charge) - Decimal(paid)}~"
+    body = (
+        f"ST*835*0001~BPR*I*{paid}*C*ACH*CCP*01*888999777*DA*24681012*1935665544**01*111333555*DA*144444*{day}~"
+        f"TRN*1*{trace}*1935665544~DTM*405*{day}~N1*PR*RUSHMORE LIFE~N3*10 SOUTH AVENUE~"
+        "N4*RAPID CITY*SD*55111~PER*BL*JOHN WAYNE*TE*8005551212~N1*PE*ACME MEDICAL CENTER*XX*5544667733~"
+        f"LX*1~CLP*{claim}*{status}*{charge}*{paid}**12*PCN{trace}~NM1*QC*1*BUDD*WILLIAM****MI*33344555510~"
+        f"DTM*232*{service}~SVC*HC:99211*{charge}*{paid}~DTM*472*{service}~{cas}"
+    )
+    count = body.count("~") + 1
+    return (
+        "ISA*00*          *00*          *ZZ*123456789012345*ZZ*123456789012346*250503*1705*^*00501*"
+        f"{trace[-9:]:0>9}*0*T*:~GS*HP*1234567890*1234567981*{day}*1705*1*X*005010X221A1~"
+        f"{body}SE*{count}*0001~GE*1*1~IEA*1*{trace[-9:]:0>9}~"
+    ).encode()
+
+
+def test_fallback_match_and_a_denial_resolved_by_a_later_payment(workdir: Path) -> None:
+    corpus()
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    claim = project.sql(
+        "SELECT claim_key, billed_amount, service_date FROM fact_claim WHERE datasource = 'hospital_a' "
+        "AND billed_amount > 0 QUALIFY count(*) OVER (PARTITION BY service_date, billed_amount) = 1 "
+        "ORDER BY claim_key LIMIT 1"
+    ).to_pylist()[0]
+    charge, service = f"{claim['billed_amount']:.2f}", claim["service_date"].strftime("%Y%m%d")
+    # the payer knows the claim by another number: matched by service date and amount
+    land(
+        workdir,
+        "hospital1_first.835",
+        _remit("000000101", "20250310", "ACCT-77", "4", charge, "0.00", service),
+    )
+    land(
+        workdir,
+        "hospital1_second.835",
+        _remit("000000102", "20250402", "ACCT-77", "1", charge, charge, service),
+    )
+    assert project.run().exit_code == 0
+    f = project.sql(
+        "SELECT claim_key, match_method, is_denied, remittance_sequence FROM fact_remittance ORDER BY payment_date"
+    ).to_pylist()
+    assert [(r["claim_key"], r["match_method"]) for r in f] == [
+        (claim["claim_key"], "service_date_and_amount")
+    ] * 2
+    assert [(r["is_denied"], r["remittance_sequence"]) for r in f] == [(True, 1), (False, 2)]
+    k = project.sql("SELECT * FROM mart_remittance_monthly").to_pylist()[0]
+    assert (k["claims_denied_initial"], k["claims_denied_final"], k["first_pass_yield"]) == (
+        1,
+        0,
+        0,
+    )
+    assert k["avg_days_to_resolution"] == 23  # 10 March to 2 April
