@@ -441,14 +441,14 @@ def test_a_line_paid_below_the_payers_usual_amount_is_an_underpayment(workdir: P
         if r["is_quarantined"]
     ]
     under = project.sql(
-        "SELECT procedure_code, payment_amount, usual_payment, usual_basis_lines, shortfall FROM mart_underpayments"
+        "SELECT procedure_code, payment_amount, usual_allowed, usual_basis_lines, shortfall FROM mart_underpayments"
     ).to_pylist()
-    # median of the payer's seven D0120 payments (15 and six of 25) is 25; 15 < 25 × 0.9
+    # the payer's median allowed (AMT*B6) for D0120 is 25; paid 15 + no patient share < 25 × 0.9
     assert under == [
         {
             "procedure_code": "D0120",
             "payment_amount": Decimal("15.00"),
-            "usual_payment": Decimal("25.00"),
+            "usual_allowed": Decimal("25.00"),
             "usual_basis_lines": 7,
             "shortfall": Decimal("10.00"),
         }
