@@ -41,7 +41,7 @@ CHECKED = {
     "gold/mart_kpi_monthly": ["datasource", "month"],
 }
 VOLATILE = ("_batch_id", "_ingested_at", "_updated_at", "_source")
-SPEC = SynthSpec(seed=11, transactions=1_200, months=4, defect_rate=0.01)
+SPEC = SynthSpec(seed=11, transactions=1_200, months=4, defect_rate=0.01, remittance_defects=False)
 
 
 def snapshot(project: Project, path: str, keys: list[str]) -> pa.Table:

@@ -327,6 +327,41 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
     )
     other = sum(v["claims"] for m in manifest.values() for c, v in m["denied"].items() if c != "18")
     assert kpi["n"] == other
+    # the net collection rate now stands on the payers' contractual adjustments, and says so
+    bases = (
+        project.sql("SELECT DISTINCT contractual_basis FROM mart_kpi_monthly").column(0).to_pylist()
+    )
+    assert bases == ["payer-reported (835) where remitted, else derived"]
+    reported = (
+        project.sql(
+            "SELECT sum(r.contractual_adjustment) FROM fact_remittance r WHERE r.claim_key IS NOT NULL"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    derived_rest = (
+        project.sql(
+            "SELECT sum(contractual_adjustment) FROM fact_claim c "
+            "WHERE NOT EXISTS (SELECT 1 FROM fact_remittance r WHERE r.claim_key = c.claim_key)"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    total = (
+        project.sql("SELECT sum(contractual_adjustments) FROM mart_kpi_monthly")
+        .column(0)[0]
+        .as_py()
+    )
+    assert total == reported + derived_rest
+    # self-pay claims never get an 835: past the wait they are exceptions, listed
+    waiting = (
+        project.sql(
+            "SELECT count(*) FROM mart_remittance_exceptions WHERE exception = 'claim_without_remittance'"
+        )
+        .column(0)[0]
+        .as_py()
+    )
+    assert waiting > 0
 
 
 def test_any_separators_line_breaks_and_many_interchanges_per_file(workdir: Path) -> None:
@@ -381,41 +416,6 @@ def test_carc_codes_refresh_from_a_file_as_new_versions(workdir: Path) -> None:
     # unchanged file: nothing new
     again = project.run(["bronze"])
     assert {r.status for r in again.records if r.table == "carc_codes"} == {"no_change"}
-    # the net collection rate now stands on the payers' contractual adjustments, and says so
-    bases = (
-        project.sql("SELECT DISTINCT contractual_basis FROM mart_kpi_monthly").column(0).to_pylist()
-    )
-    assert bases == ["payer-reported (835) where remitted, else derived"]
-    reported = (
-        project.sql(
-            "SELECT sum(r.contractual_adjustment) FROM fact_remittance r WHERE r.claim_key IS NOT NULL"
-        )
-        .column(0)[0]
-        .as_py()
-    )
-    derived_rest = (
-        project.sql(
-            "SELECT sum(contractual_adjustment) FROM fact_claim c "
-            "WHERE NOT EXISTS (SELECT 1 FROM fact_remittance r WHERE r.claim_key = c.claim_key)"
-        )
-        .column(0)[0]
-        .as_py()
-    )
-    total = (
-        project.sql("SELECT sum(contractual_adjustments) FROM mart_kpi_monthly")
-        .column(0)[0]
-        .as_py()
-    )
-    assert total == reported + derived_rest
-    # self-pay claims never get an 835: past the wait they are exceptions, listed
-    waiting = (
-        project.sql(
-            "SELECT count(*) FROM mart_remittance_exceptions WHERE exception = 'claim_without_remittance'"
-        )
-        .column(0)[0]
-        .as_py()
-    )
-    assert waiting > 0
 
 
 def test_a_line_paid_below_the_payers_usual_amount_is_an_underpayment(workdir: Path) -> None:

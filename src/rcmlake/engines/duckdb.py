@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from rcmlake.engines.base import Engine, EngineSession
 from rcmlake.errors import EngineError, scrub
@@ -54,12 +55,32 @@ def _translated(exc: duckdb.Error) -> EngineError:
     return EngineError(f"DuckDB: {line if isinstance(exc, _ABOUT_THE_QUERY) else scrub(line)}")
 
 
+def scannable(data: Any) -> Any:
+    """``data`` as DuckDB can scan it: a pyarrow dataset with a file written as string_view
+    (delta-rs MERGE, DELETE and OPTIMIZE write them; plain writes do not) becomes a Scanner.
+
+    DuckDB pushes a filter into a dataset as a pyarrow expression typed by the dataset's
+    schema (``string``), and pyarrow has no kernel comparing ``string`` with ``string_view``,
+    so ``WHERE claim_status = 'Paid'`` fails on such a table. A Scanner is read whole and
+    DuckDB filters it; tables without view-typed files keep the pushdown (pruned scans).
+    """
+    if not isinstance(data, ds.FileSystemDataset):
+        return data
+    for fragment in data.get_fragments():
+        if any(
+            pa.types.is_string_view(f.type) or pa.types.is_binary_view(f.type)
+            for f in fragment.physical_schema
+        ):
+            return data.scanner()
+    return data
+
+
 class DuckDBSession(EngineSession):
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
 
     def register(self, name: str, data: Any) -> None:
-        self.con.register(name, data)
+        self.con.register(name, scannable(data))
 
     def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
         try:
