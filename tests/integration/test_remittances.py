@@ -289,7 +289,9 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
     from rcmlake.synth import synthesize
     from tests.conftest import SMALL
 
-    manifest = synthesize(tmp_path, replace(SMALL, remittance_defects=True)).manifest["remittances"]
+    manifest = synthesize(
+        tmp_path, replace(SMALL, remittances=True, remittance_defects=True)
+    ).manifest["remittances"]
     project = make_project(tmp_path)
     result = project.run()
     rejected = sorted(Path(r.source_file).name for r in result.records if r.status == "rejected")

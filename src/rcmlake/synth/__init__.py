@@ -136,12 +136,13 @@ def synthesize(
             writers.write_csv(text, path, truncate_ids=malformed)
             result.files.append(path)
             claims_rows[path.name] = text.num_rows
-        remits[ds] = remittances.merge(
-            (previous or {}).get("remittances", {}).get(ds) if update else None,
-            remittances.write_remittances(
-                out, index, adjudicated, spec.seed, fresh=not update and spec.remittance_defects
-            ),
-        )
+        if spec.remittances:
+            remits[ds] = remittances.merge(
+                (previous or {}).get("remittances", {}).get(ds) if update else None,
+                remittances.write_remittances(
+                    out, index, adjudicated, spec.seed, fresh=not update and spec.remittance_defects
+                ),
+            )
     result.files.append(_write_cpt(out / "landing" / "cptcodes" / "cptcodes.csv"))
     result.manifest = {
         "spec": {**asdict(spec), "start": spec.start.isoformat()},

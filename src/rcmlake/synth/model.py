@@ -34,6 +34,8 @@ class SynthSpec:
     start: date = date(2025, 1, 1)
     defect_rate: float = 0.01
     datasources: tuple[str, ...] = ("hospital_a", "hospital_b")
+    # X12 835 remittances consistent with the claims, one file per hospital and month
+    remittances: bool = True
     # a re-sent copy and a broken-envelope 835 per hospital (the broken one is rejected)
     remittance_defects: bool = True
 
