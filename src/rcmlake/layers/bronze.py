@@ -30,7 +30,7 @@ from rcmlake.errors import (
     SourceError,
     is_transient,
 )
-from rcmlake.layers.context import RunContext, with_lineage
+from rcmlake.layers.context import LINEAGE, RunContext, with_lineage
 from rcmlake.sources.files import read_file, sha256
 from rcmlake.sources.sql import SqlSource
 from rcmlake.sources.x835 import PARTS as X835_PARTS
@@ -166,11 +166,8 @@ def load_table(
             metadata=_commit_meta(rec, content_hash=content),
         )
     faults.point("bronze.after_commit")
-    ctx.audit.record(rec.finish("success", rec.error))
+    ctx.audit.record(rec.finish("success"))
     return rec
-
-
-LINEAGE = ("_batch_id", "_ingested_at", "_source")
 
 
 def _check_drift(
@@ -358,7 +355,7 @@ def _load_file(
     try:
         if feed.layout == "x835":
             parts = read_835(file)
-            tables = {p: parts[_part(p, feed.target or name)] for p in loaded}
+            tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
         else:
             tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
     except FileRejected as exc:
@@ -381,10 +378,6 @@ def _load_file(
     ctx.audit.record(rec.finish("success"))
     _move(file, archived)
     return rec
-
-
-def _part(path: str, target: str) -> str:
-    return path.rsplit("/", 1)[1].removeprefix(f"{target}_")
 
 
 def _unique(target: Path, digest: str) -> Path:

@@ -46,6 +46,9 @@ class RunContext:
         )
 
 
+LINEAGE = ("_batch_id", "_ingested_at", "_source")  # the columns with_lineage adds
+
+
 def with_lineage(
     data: pa.RecordBatchReader | pa.Table, rec: LoadRecord, source: str, **extra: str
 ) -> pa.RecordBatchReader:

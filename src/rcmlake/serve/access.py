@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rcmlake.engines.base import Engine, EngineSession, quote_ident
@@ -103,19 +101,13 @@ def masked_query(layer: str, name: str, relation: str, columns: list[str], salt:
     return f"SELECT {cols} FROM {relation}"
 
 
-@contextmanager
-def private_session(engine: Engine) -> Iterator[EngineSession]:
-    with engine.session() as s:
-        yield s
-
-
 def load_masked(
     analyst: EngineSession, engine: Engine, qualified: str, data: Any, salt: str
 ) -> bool:
     """Create ``qualified`` in the analyst session from ``data`` with its direct identifiers
     masked, read through a private session; False when the table has nothing to mask."""
     layer, name = qualified.split(".")
-    with private_session(engine) as raw:
+    with engine.session() as raw:  # private: the analyst session never holds raw rows
         raw.register("raw", data)
         columns = raw.sql("SELECT * FROM raw LIMIT 0").column_names
         query = masked_query(layer, name, "raw", columns, salt)
