@@ -11,7 +11,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +26,11 @@ from rcmlake.console import Console, QuietConsole
 from rcmlake.engines.base import Engine
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.errors import ConfigError
-from rcmlake.layers.context import RunContext
+from rcmlake.layers.context import RunContext, new_id
 from rcmlake.storage.audit import AUDIT_PATH, AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
-from rcmlake.storage.lock import lake_lock
+from rcmlake.storage.lease import Lease
+from rcmlake.storage.lock import lake_lock, private_files
 
 LAYERS = ("bronze", "silver", "gold")
 FAILED = ("failed", "rejected")
@@ -67,23 +69,66 @@ class RunResult:
 
 
 class Project:
-    """One lake and its configuration."""
+    """One lake and its configuration.
+
+    ``run_id`` and ``lease_owner`` are for orchestrators: the tasks of one Airflow DAG run
+    share a run id (so ``rollback`` undoes the DAG run as one) and one lake lease (so they
+    run in parallel while no other run writes); by default each ``run`` is its own.
+    """
 
     def __init__(
-        self, config: ProjectConfig, *, console: Console | None = None, engine: Engine | None = None
+        self,
+        config: ProjectConfig,
+        *,
+        console: Console | None = None,
+        engine: Engine | None = None,
+        run_id: str | None = None,
+        lease_owner: str | None = None,
     ):
         self.config = config
         self.console = console or QuietConsole()
         self.engine = engine or DuckDBEngine(config.run.memory_limit, config.run.threads)
         self.lake = Lake(config.lake_uri)
         self.audit = AuditLog(self.lake)
+        self.run_id = run_id
+        self.lease_owner = lease_owner
 
     @classmethod
     def load(cls, path: str | Path | None = None, **kwargs: Any) -> Project:
         return cls(load_config(path), **kwargs)
 
     def context(self) -> RunContext:
-        return RunContext(self.config, self.lake, self.audit, self.engine, self.console)
+        ctx = RunContext(self.config, self.lake, self.audit, self.engine, self.console)
+        ctx.run_id = self.run_id or ctx.run_id
+        return ctx
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the lake for writing: the lake lease (any storage; shared by ``lease_owner``'s
+        tasks, kept for the owner's last step to release), and on a local lake for a run of its
+        own also the ``flock``, which the kernel frees the moment a killed run dies."""
+        shared = self.lease_owner is not None
+        lease = Lease(
+            self.lake.root,
+            owner=self.lease_owner or new_id("lease"),
+            ttl=self.config.run.lease_seconds,
+            process_bound=not shared,
+        )
+        with (
+            lake_lock(self.lake.root, local=self.lake.is_local and not shared),
+            private_files() if self.lake.is_local else nullcontext(),
+            lease.held(release=not shared),
+        ):
+            self.lake.fence = lease.check
+            try:
+                yield
+            finally:
+                self.lake.fence = lambda: None
+
+    def release_lease(self) -> None:
+        """Give up ``lease_owner``'s shared lease (an Airflow run's last task does)."""
+        if self.lease_owner is not None:
+            Lease(self.lake.root, owner=self.lease_owner, ttl=0, process_bound=False).release()
 
     def ingest(self, only: set[str] | None = None) -> RunResult:
         """Land sources and landing files in bronze."""
@@ -108,7 +153,7 @@ class Project:
             self.console.info(notice)
         ctx = self.context()
         result = RunResult(ctx.run_id)
-        with lake_lock(self.lake.root, local=self.lake.is_local):
+        with self.writing():
             for layer in [layer for layer in LAYERS if layer in layers]:
                 result.records.extend(self._layer(layer, ctx, only))
         return result
@@ -144,10 +189,17 @@ class Project:
         ]
 
     def lock_holder(self) -> dict[str, Any] | None:
-        """The run holding the lake's lock (host, pid, started_at), or None."""
+        """The run holding the lake (host, pid, started_at), or None: the ``flock`` of a
+        local run, else the lease (any storage)."""
+        from dataclasses import asdict
+
+        from rcmlake.storage.lease import current
         from rcmlake.storage.lock import holder
 
-        return holder(self.lake.root) if self.lake.is_local else None
+        who = holder(self.lake.root) if self.lake.is_local else None
+        if who is None and (leased := current(self.lake.root)) is not None:
+            who = {**asdict(leased), "started_at": leased.acquired_at}
+        return who
 
     def sql(self, query: str, *, as_of: str | None = None, role: str = "analyst") -> pa.Table:
         """Run DuckDB SQL over every silver and gold table, registered as views by their names;
@@ -209,7 +261,7 @@ class Project:
             raise ConfigError("--retain-hours must be 0 or more")
         pinned = release.latest(self.lake)
         out = []
-        with lake_lock(self.lake.root, local=self.lake.is_local):
+        with self.writing():
             for path in [*lake_paths(self.context()), AUDIT_PATH]:
                 layer, _, name = path.partition("/")
                 keep = (
@@ -328,7 +380,7 @@ class Project:
         if (run_id is None) == (table is None):
             raise ConfigError("give a run id, or a table and a version")
         ctx = self.context()
-        with lake_lock(self.lake.root, local=self.lake.is_local):
+        with self.writing():
             if run_id is not None:
                 return rollback_before(ctx, run_id)
             if version is None:

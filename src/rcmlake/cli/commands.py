@@ -84,10 +84,15 @@ def status(
     proj = project(config)
     console().table("latest loads", proj.status(limit))
     who = proj.lock_holder()
-    if who is not None:
+    if who is not None and who.get("pid"):
         console().warn(
             f"lake locked by pid {who.get('pid')} on {who.get('host')} since {who.get('started_at')} "
             "(if that run hangs: `kill <pid>` on that host, then run again)"
+        )
+    elif who is not None:
+        console().warn(
+            f"lake leased to {who.get('owner')} on {who.get('host')} since {who.get('started_at')} "
+            "(an orchestrated run; its last task releases the lease, or it expires)"
         )
 
 

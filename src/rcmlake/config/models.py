@@ -163,7 +163,11 @@ class FileFeedConfig(Strict):
     maps each datasource to a glob.
     """
 
-    folder: Path
+    folder: str = Field(
+        description="Where the files arrive: a folder under `landing` (relative to the config "
+        "file; relative to the landing root when `landing` is an object-store URI), or a URI "
+        "under an object-store `landing`."
+    )
     patterns: dict[str, str] = Field(description="datasource -> file-name glob")
     layout: Literal["claims", "cpt_codes", "x835"] = Field(
         description="Which header and types the files carry (`x835`: X12 835 remittances)."
@@ -296,6 +300,12 @@ class RunConfig(Strict):
     threads: int | None = Field(
         None, ge=1, le=256, description="Engine threads (default: all cores)."
     )
+    lease_seconds: float = Field(
+        300.0,
+        ge=1,
+        description="The lake lease's time to live: a killed run's lease is taken over after "
+        "it (at once on the same host); a holder renews it every third of it.",
+    )
 
 
 class ProjectConfig(Strict):
@@ -307,8 +317,10 @@ class ProjectConfig(Strict):
     tables_csv: Path | None = Field(
         None, description="A reference-design `load_config.csv` providing the table list."
     )
-    landing: Path = Field(
-        Path("landing"), description="Landing root; holds archive/ and rejected/."
+    landing: str = Field(
+        "landing",
+        description="Landing root, a folder or an object-store URI (s3://…, gs://…, az://…); "
+        "holds archive/ and rejected/.",
     )
     files: dict[str, FileFeedConfig] = Field(default_factory=dict)
     codesets: CodesetsConfig = CodesetsConfig()
@@ -341,17 +353,36 @@ class ProjectConfig(Strict):
         return str(self.path(self.lake))
 
     @property
-    def landing_dir(self) -> Path:
-        return self.path(self.landing)
+    def landing_root(self) -> str:
+        """The landing root: an object-store URI, or an absolute local path."""
+        if "://" in self.landing and not self.landing.startswith("file://"):
+            return self.landing.rstrip("/")
+        return str(self.path(self.landing.removeprefix("file://")))
+
+    def feed_folder(self, feed: FileFeedConfig) -> str:
+        """Where ``feed``'s files arrive, relative to the landing root (``claims``)."""
+        root = self.landing_root
+        if "://" in root:
+            if "://" not in feed.folder:
+                return feed.folder.strip("/")
+            if not feed.folder.rstrip("/").startswith(root + "/"):
+                raise ValueError(f"{feed.folder} is outside the landing root {root}")
+            return feed.folder.rstrip("/")[len(root) + 1 :]
+        if "://" in feed.folder:
+            raise ValueError(f"{feed.folder} is an object-store URI, but landing is {root}")
+        folder = self.path(feed.folder)
+        if not folder.is_relative_to(root):
+            raise ValueError(
+                f"{feed.folder} resolves to {folder}, outside the landing folder {root}"
+            )
+        return folder.relative_to(root).as_posix().removeprefix(".")
 
     @model_validator(mode="after")
     def _feeds_inside_landing(self) -> ProjectConfig:
         """Feed folders live under the landing root, where archive/ and rejected/ are."""
         for name, feed in self.files.items():
-            folder = self.path(feed.folder)
-            if not folder.is_relative_to(self.landing_dir):
-                raise ValueError(
-                    f"files.{name}.folder resolves to {folder}, outside the landing folder "
-                    f"{self.landing_dir}"
-                )
+            try:
+                self.feed_folder(feed)
+            except ValueError as exc:
+                raise ValueError(f"files.{name}.folder: {exc}") from None
         return self

@@ -12,10 +12,9 @@ the append. Full tables are replaced only when their content changed.
 from __future__ import annotations
 
 import re
-import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import pyarrow.dataset as ds
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -31,10 +30,11 @@ from rcmlake.errors import (
     is_transient,
 )
 from rcmlake.layers.context import LINEAGE, RunContext, with_lineage
-from rcmlake.sources.files import read_file, sha256
+from rcmlake.sources.files import read_file
 from rcmlake.sources.sql import SqlSource
 from rcmlake.sources.x835 import PARTS as X835_PARTS
 from rcmlake.sources.x835 import read_835
+from rcmlake.storage import objects
 from rcmlake.storage.audit import LoadRecord
 
 
@@ -291,18 +291,19 @@ def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:
 
 
 def load_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRecord]:
-    """Land each new file of a feed once; reject unreadable ones; archive what was committed."""
+    """Land each new file of a feed once; reject unreadable ones; archive what was committed.
+    The landing root may be a local folder or an object store (``storage.objects``)."""
     records = []
-    folder = ctx.config.path(feed.folder)
+    landing = objects.folder(ctx.config.landing_root)
+    where = ctx.config.feed_folder(feed)
     for datasource, pattern in feed.patterns.items():
         paths = feed_paths(datasource, name, feed)
         for path in paths:
             table = path.rsplit("/", 1)[1]
             ctx.audit.recover(path, layer="bronze", datasource=datasource, table=table)
         loaded = {path: _loaded_checksums(ctx, path) for path in paths}
-        for file in sorted(folder.glob(pattern)):
-            if file.is_file():
-                records.append(_load_file(ctx, file, datasource, name, feed, loaded))
+        for key in landing.list(where, pattern):
+            records.append(_load_file(ctx, landing, key, datasource, name, feed, loaded))
     return records
 
 
@@ -322,75 +323,69 @@ def _loaded_checksums(ctx: RunContext, path: str) -> set[str]:
 
 def _load_file(
     ctx: RunContext,
-    file: Path,
+    landing: objects.Folder,
+    key: str,
     datasource: str,
     name: str,
     feed: FileFeedConfig,
     loaded: dict[str, set[str]],
 ) -> LoadRecord:
-    """One landing file into its bronze table(s), one commit per table. A table that already
-    holds the file's checksum is skipped, so a run killed between the parts of an 835 loads
-    the rest next time and doubles nothing; the last table (the raw segments, which every
-    835 has) marks the file complete, and then it is archived."""
-    digest = sha256(file)
-    rel = (
-        file.relative_to(ctx.config.landing_dir)
-        if file.is_relative_to(ctx.config.landing_dir)
-        else Path(file.name)
-    )
+    """One landing file (``key``, relative to the landing root) into its bronze table(s), one
+    commit per table. A table that already holds the file's checksum is skipped, so a run
+    killed between the parts of an 835 loads the rest next time and doubles nothing; the last
+    table (the raw segments, which every 835 has) marks the file complete, and then it is
+    archived."""
+    digest = landing.sha256(key)
     rec = ctx.record(
         layer="bronze",
         datasource=datasource,
         table=feed.target or name,
         load_type="file",
-        source_file=str(rel),
+        source_file=key,
         file_sha256=digest,
     )
-    archived = _unique(ctx.config.landing_dir / "archive" / rel, digest)
+    archived = _unique(landing, f"archive/{key}", digest)
     # the last table written (an 835's raw segments) says the file is complete
     if digest in loaded[list(loaded)[-1]]:
-        _move(file, archived)
+        landing.move(key, archived)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
     try:
-        if feed.layout == "x835":
-            parts = read_835(file)
-            tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
-        else:
-            tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
+        with landing.local(key) as file:
+            if feed.layout == "x835":
+                parts = read_835(file)
+                tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
+            else:
+                tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
     except FileRejected as exc:
-        target = _unique(ctx.config.landing_dir / "rejected" / rel, digest)
-        _move(file, target)
-        target.with_name(target.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
+        target = _unique(landing, f"rejected/{key}", digest)
+        landing.move(key, target)
+        landing.write_text(target + ".reason.txt", f"{exc}\n")
         ctx.audit.record(rec.finish("rejected", str(exc)))
         return rec
     first = next(iter(tables.values()))
     rec.rows_read = rec.rows_written = first.num_rows
-    meta = _commit_meta(rec, archived_as=str(archived.relative_to(ctx.config.landing_dir)))
+    meta = _commit_meta(rec, archived_as=archived)
     for path, table in tables.items():
         if digest in loaded[path] or (table.num_rows == 0 and path != list(tables)[-1]):
             continue  # written before a crash, or nothing to write
-        data = with_lineage(table, rec, str(rel), _file_sha256=digest)
+        data = with_lineage(table, rec, key, _file_sha256=digest)
         version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=meta)
         rec.delta_version = version if table is first else rec.delta_version
         loaded[path].add(digest)
         faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
-    _move(file, archived)
+    landing.move(key, archived)
     return rec
 
 
-def _unique(target: Path, digest: str) -> Path:
+def _unique(landing: objects.Folder, target: str, digest: str) -> str:
     """Where to move a file: ``target``, or beside it with the content hash in the name when
     another file of that name is already there (a re-sent name never overwrites a file)."""
-    if not target.exists() or sha256(target) == digest:
+    if not landing.exists(target) or landing.sha256(target) == digest:
         return target
-    return target.with_name(f"{target.stem}.{digest[:12]}{target.suffix}")
-
-
-def _move(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dst))
+    p = PurePosixPath(target)
+    return str(p.with_name(f"{p.stem}.{digest[:12]}{p.suffix}"))
 
 
 def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord]:

@@ -18,7 +18,6 @@ rollback like any other step.
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +27,7 @@ from rcmlake.errors import ConfigError
 from rcmlake.layers.bronze import feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import STATE_PATH
+from rcmlake.storage import objects
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.release import RELEASE_PATH
 from rcmlake.transforms import CODESETS, models
@@ -139,17 +139,15 @@ def _at(commit: dict[str, object]) -> datetime:
 
 def _unarchive(ctx: RunContext, undone: list[dict[str, object]]) -> None:
     """Files whose load was undone go back from ``archive/`` to the landing folder."""
-    landing = ctx.config.landing_dir
+    landing = objects.folder(ctx.config.landing_root)
     for commit in undone:
         meta = commit["rcmlake"]
         if not isinstance(meta, dict) or not meta.get("source_file"):
             continue
-        rel = meta["source_file"]
-        archived = landing / str(meta.get("archived_as") or f"archive/{rel}")
-        if archived.exists():
-            back = landing / str(rel)
-            back.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(archived), str(back))
+        rel = str(meta["source_file"])
+        archived = str(meta.get("archived_as") or f"archive/{rel}")
+        if landing.exists(archived):
+            landing.move(archived, rel)
 
 
 def _forget_batches(ctx: RunContext, entity: str, undone: list[dict[str, object]]) -> None:

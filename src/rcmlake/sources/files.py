@@ -12,7 +12,6 @@ both, so nothing is lost and nothing is silently coerced.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +69,6 @@ LAYOUTS = {
         types={},
     ),
 }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # no claims or CPT row comes near 1 MiB; a bigger one is not data

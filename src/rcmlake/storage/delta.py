@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,8 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
         self.root = root.rstrip("/")
         self.storage_options = storage_options or _env_storage_options(root)
+        # called before every commit: a run that lost the lake lease stops (storage.lease)
+        self.fence: Callable[[], None] = lambda: None
 
     @property
     def is_local(self) -> bool:
@@ -87,6 +89,7 @@ class Lake:
         predicate: str | None = None,
     ) -> int:
         """Write ``data`` as one commit; returns the new table version."""
+        self.fence()
         options: dict[str, Any] = {
             "mode": mode,
             "partition_by": partition_by,
@@ -124,6 +127,7 @@ class Lake:
         ``update_when`` restricts updates to matched rows satisfying it (e.g.
         only rows whose content changed), so unchanged rows write nothing.
         """
+        self.fence()
         dt = self.table(path)
         if dt is None:
             self.write(path, source, mode="append", metadata=metadata)
@@ -148,6 +152,7 @@ class Lake:
     ) -> dict[str, Any]:
         """Set the non-key columns of ``source`` on the rows matching it by ``on``, in one
         commit (also when ``source`` is empty, to stamp ``metadata``)."""
+        self.fence()
         dt = self.table(path)
         assert dt is not None
         keys = list(on)
@@ -172,6 +177,7 @@ class Lake:
         ``is_current = false`` on the current version) and new versions
         (``_merge_key`` NULL: never match, so they are inserted).
         """
+        self.fence()
         dt = self.table(path)
         assert dt is not None
         with _translated(path, "merge into"):
@@ -190,6 +196,7 @@ class Lake:
     def restore(self, path: str, version: int, metadata: dict[str, Any] | None = None) -> int:
         """The table as of ``version``, as one new commit stamped with ``metadata``; returns
         the new version."""
+        self.fence()
         dt = self.table(path)
         assert dt is not None
         with _translated(path, "restore"):
@@ -198,6 +205,7 @@ class Lake:
 
     def delete(self, path: str, predicate: str, metadata: dict[str, Any] | None = None) -> int:
         """Delete the rows matching ``predicate`` in one commit; returns how many."""
+        self.fence()
         dt = self.table(path)
         if dt is None:
             return 0
@@ -230,6 +238,7 @@ class Lake:
         (watermark, content hash, rules and gold fingerprint), so maintenance never makes a
         run reload or rebuild anything; it names no batch, so no audit row is expected.
         """
+        self.fence()
         dt = self.table(path)
         if dt is None:
             return {}
