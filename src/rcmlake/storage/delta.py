@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,6 +28,10 @@ from deltalake.transaction import CommitProperties
 from rcmlake.errors import CommitConflict, StorageError, scrub
 
 META_PREFIX = "rcmlake."
+# a checkpoint every 10 commits: opening a table replays at most 10 JSON commits, which on an
+# object store is 10 requests, not one per commit since the table was created (delta-rs writes
+# the checkpoint after the commit that reaches the interval)
+CHECKPOINT_EVERY = {"delta.checkpointInterval": "10"}
 # commit metadata that is table state (read from the newest commit), not a load's record
 STATE_KEYS = ("watermark_to", "content_hash", "rules", "fingerprint", "run_id", "as_of_date")
 
@@ -46,6 +51,10 @@ class Lake:
         self.storage_options = storage_options or _env_storage_options(root)
         # called before every commit: a run that lost the lake lease stops (storage.lease)
         self.fence: Callable[[], None] = lambda: None
+        # open tables, brought up to date on each use: replaying only the commits since the
+        # last use is one request on an object store, reopening is one per log file
+        self._open: dict[str, DeltaTable] = {}
+        self._opening = threading.Lock()
 
     @property
     def is_local(self) -> bool:
@@ -55,9 +64,22 @@ class Lake:
         return f"{self.root}/{path.strip('/')}"
 
     def table(self, path: str, version: int | None = None) -> DeltaTable | None:
-        """The Delta table at ``path``, or None when none was written yet."""
+        """The Delta table at ``path`` (its newest version unless ``version``), or None when
+        none was written yet."""
         try:
-            return DeltaTable(self.uri(path), version=version, storage_options=self.storage_options)
+            if version is not None:
+                return DeltaTable(
+                    self.uri(path), version=version, storage_options=self.storage_options
+                )
+            with self._opening:
+                dt = self._open.get(path)
+                if dt is None:
+                    dt = self._open[path] = DeltaTable(
+                        self.uri(path), storage_options=self.storage_options
+                    )
+                else:
+                    dt.update_incremental()
+                return dt
         except TableNotFoundError:
             return None
         except DeltaError as exc:
@@ -94,7 +116,7 @@ class Lake:
             "mode": mode,
             "partition_by": partition_by,
             "description": description,
-            "configuration": configuration,
+            "configuration": {**CHECKPOINT_EVERY, **(configuration or {})},
             "schema_mode": schema_mode,
             "storage_options": self.storage_options,
             "commit_properties": _props(metadata),

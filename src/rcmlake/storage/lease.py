@@ -86,13 +86,12 @@ class ObjectLeaseFile:
 
     def read(self) -> tuple[bytes | None, str | None]:
         import obstore
-        from obstore.exceptions import NotFoundError
 
         try:
             with translated(f"read {self.where}"):
                 got = obstore.get(self.store, LEASE_KEY)
                 return bytes(got.bytes()), got.meta["e_tag"]
-        except NotFoundError:
+        except FileNotFoundError:
             return None, None
 
     def create(self, data: bytes) -> str | None:

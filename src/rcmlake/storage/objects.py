@@ -132,12 +132,11 @@ class RemoteFolder:
 
     def exists(self, key: str) -> bool:
         import obstore
-        from obstore.exceptions import NotFoundError
 
         try:
             with translated(f"read {self.uri(key)}"):
                 obstore.head(self.store, key)
-        except NotFoundError:
+        except FileNotFoundError:
             return False
         return True
 
@@ -206,13 +205,11 @@ def open_store(uri: str) -> Any:
 def translated(doing: str) -> Iterator[None]:
     """obstore's errors as ``StorageError`` (one line, no credentials: obstore's messages name
     the path and the HTTP status, and ``scrub`` drops quoted values)."""
-    from obstore.exceptions import BaseError, NotFoundError
+    from obstore.exceptions import BaseError
 
     try:
         yield
-    except NotFoundError:
-        raise
+    except FileNotFoundError:
+        raise  # obstore's "not found" (callers ask whether a file exists)
     except (BaseError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise StorageError(f"cannot {doing}: {scrub(str(exc).splitlines()[0])}") from None

@@ -1,0 +1,274 @@
+"""The lake and its landing folders on S3: moto's S3 server on loopback, real HTTP, real
+conditional writes. The pipeline there ends in the same lake as on a local folder, through
+an update, a rollback, a killed run and two runs at once; credentials stay out of output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+from scripts.kill_trials import differing
+
+from rcmlake.config import parse_config
+from rcmlake.demo import demo_config
+from rcmlake.errors import LakeLocked
+from rcmlake.project import Project
+from rcmlake.storage import objects
+from rcmlake.storage.lease import Holder, Lease, current, lease_file
+from rcmlake.synth import synthesize
+from tests.conftest import make_project
+
+SECRET = "s3cr3t-" + uuid.uuid4().hex  # must never appear in any output
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server in its own process (in this one it would wait on the GIL while
+    delta-rs blocks in a request to it)."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ.get("RCMLAKE_MOTO_LOG", os.devnull), "w"),  # noqa: SIM115
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.TransportError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, with the credentials in the environment only."""
+    import boto3
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "rcmlake-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "RCMLAKE_MASKING_SALT": "object-store-test-salt",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="x", aws_secret_access_key="y"
+    ).create_bucket(Bucket=name)
+    return name
+
+
+def upload_landing(workdir: Path, bucket: str) -> list[str]:
+    """Move the synthetic landing files into ``s3://bucket/landing`` (none stay local)."""
+    landing = objects.folder(f"s3://{bucket}/landing")
+    assert isinstance(landing, objects.RemoteFolder)
+    import obstore
+
+    keys = []
+    for path in sorted((workdir / "landing").rglob("*")):
+        if path.is_file() and "archive" not in path.parts:
+            key = path.relative_to(workdir / "landing").as_posix()
+            obstore.put(landing.store, key, path.read_bytes())
+            path.unlink()
+            keys.append(key)
+    return keys
+
+
+def s3_project(workdir: Path, bucket: str) -> Project:
+    raw = yaml.safe_load(demo_config())
+    raw["lake"] = f"s3://{bucket}/lake"
+    raw["landing"] = f"s3://{bucket}/landing"
+    for feed in raw["files"].values():
+        feed["folder"] = feed["folder"].removeprefix("landing/")  # relative to the landing root
+    raw["run"] = {"backoff_seconds": 0.01, "retries": 2, "lease_seconds": 5}
+    (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return Project(parse_config(raw, base_dir=workdir))
+
+
+def rcmlake(cwd: Path, *args: str, faults: str = "") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rcmlake", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RCMLAKE_FAULTS": faults},
+    )
+
+
+def test_pipeline_update_and_rollback_on_s3_equal_a_local_lake(
+    tmp_path: Path, synth_template: Path, bucket: str
+) -> None:
+    local_dir, s3_dir = tmp_path / "local", tmp_path / "s3"
+    shutil.copytree(synth_template, local_dir)
+    shutil.copytree(synth_template, s3_dir)
+    local = make_project(local_dir, run={"lease_seconds": 5})
+    sent = upload_landing(s3_dir, bucket)
+    remote = s3_project(s3_dir, bucket)
+    landing = objects.folder(f"s3://{bucket}/landing")
+
+    assert remote.run().exit_code == 0
+    assert local.run().exit_code == 0
+    assert differing(remote, local) == []
+    assert remote.lake.exists("gold/mart_kpi_monthly")
+    # every landing file was read from S3 and archived there
+    assert landing.list("claims", "*.csv") == []
+    archived = landing.list("archive", "*/*")
+    assert sorted(archived) == sorted(f"archive/{k}" for k in sent)
+
+    # an update: new rows in the sources, new claims files in the S3 landing folder
+    synthesize(s3_dir, update=True)
+    synthesize(local_dir, update=True)
+    new = upload_landing(s3_dir, bucket)
+    assert new, "the update writes new claims files"
+    update = remote.run()
+    assert update.exit_code == 0
+    assert local.run().exit_code == 0
+    assert differing(remote, local) == []
+
+    # rolling the update back returns its files from archive/ to their folder on S3 …
+    remote.rollback(update.run_id)
+    assert sorted(landing.list("claims", "*.csv")) == sorted(
+        k for k in new if k.startswith("claims/")
+    )
+    assert remote.lake.read("gold/mart_kpi_monthly").num_rows > 0
+    # … and the run after it loads them again, to the same lake
+    assert remote.run().exit_code == 0
+    assert differing(remote, local) == []
+    assert remote.lock_holder() is None  # the lease was released
+
+
+def test_killed_run_on_s3_is_taken_over_and_ends_as_a_clean_run(
+    tmp_path: Path, synth_template: Path, bucket: str
+) -> None:
+    crashed_dir, clean_dir = tmp_path / "crashed", tmp_path / "clean"
+    shutil.copytree(synth_template, crashed_dir)
+    shutil.copytree(synth_template, clean_dir)
+    upload_landing(crashed_dir, bucket)
+    crashed = s3_project(crashed_dir, bucket)
+    clean = make_project(clean_dir)
+
+    killed = rcmlake(crashed_dir, "run", faults="silver.after_commit:4")
+    out, err = killed.communicate(timeout=600)
+    assert killed.returncode == -9, err
+    # the dead run's lease is still in the bucket, naming it …
+    holder_left = objects.folder(f"s3://{bucket}/lake")
+    assert holder_left.exists("_lease.json")
+    # … and is taken over at once: its process is gone from this host
+    status = rcmlake(crashed_dir, "run")
+    out2, err2 = status.communicate(timeout=600)
+    assert status.returncode == 0, err2
+    assert clean.run().exit_code == 0
+    assert differing(crashed, clean) == []
+    for text in (out, err, out2, err2):
+        assert SECRET not in text
+
+
+def test_two_runs_at_once_on_s3_one_writes_and_nothing_doubles(
+    tmp_path: Path, synth_template: Path, bucket: str
+) -> None:
+    work, clean_dir = tmp_path / "work", tmp_path / "clean"
+    shutil.copytree(synth_template, work)
+    shutil.copytree(synth_template, clean_dir)
+    upload_landing(work, bucket)
+    project = s3_project(work, bucket)
+    clean = make_project(clean_dir)
+
+    first = rcmlake(work, "run")
+    deadline = time.monotonic() + 60
+    while current(project.lake.root) is None:  # the first run holds the lease …
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    second = rcmlake(work, "run")  # … so the second is refused, naming it
+    out2, err2 = second.communicate(timeout=600)
+    out1, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0, err1
+    assert second.returncode == 1
+    assert "lake lease" in out2 + err2 and "held by" in out2 + err2
+    # two more started together: whichever wins, the other is refused or finds nothing new
+    racers = [rcmlake(work, "run"), rcmlake(work, "run")]
+    codes = [r.wait(timeout=600) for r in racers]
+    assert 0 in codes and set(codes) <= {0, 1}
+    assert clean.run().exit_code == 0
+    assert differing(project, clean) == []  # bronze included: no row appended twice
+    for text in (out1, err1, out2, err2, *(r.communicate()[0] for r in racers)):
+        assert SECRET not in text
+    status = rcmlake(work, "status")
+    assert SECRET not in "".join(status.communicate(timeout=120))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_lease_excludes_expires_and_fences(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    root = (
+        str(tmp_path / "lake")
+        if where == "local"
+        else f"s3://{request.getfixturevalue('bucket')}/lake"
+    )
+    a = Lease(root, owner="airflow:rcmlake:run-1", ttl=1.5, process_bound=False)
+    b = Lease(root, owner="run-b", ttl=1.5, process_bound=True)
+    a.acquire()
+    a.acquire()  # the owner again (another task of the same DAG run): renewed, not refused
+    with pytest.raises(LakeLocked, match="held by airflow:rcmlake:run-1"):
+        b.acquire()
+    who = current(root)
+    assert who is not None and who.owner == "airflow:rcmlake:run-1" and who.pid is None
+    time.sleep(1.6)  # a's holder stopped renewing (killed): the lease expires …
+    assert current(root) is None
+    b.acquire()  # … and is taken over
+    assert not a.renew()  # a learns it lost the lease at its next renewal …
+    with pytest.raises(LakeLocked, match="lost the lake lease to run-b"):
+        a.check()  # … and stops before its next commit
+    a.release()  # releasing a lease one no longer holds changes nothing
+    assert current(root) is not None and current(root).owner == "run-b"  # type: ignore[union-attr]
+    b.release()
+    assert current(root) is None
+    with b.held():  # the heartbeat keeps a held lease alive past its time to live
+        time.sleep(2.0)
+        b.check()
+        assert current(root) is not None
+    assert current(root) is None
+
+
+def test_lost_lease_stops_the_run_before_its_next_commit(tmp_path: Path, bucket: str) -> None:
+    project = s3_project(tmp_path, bucket)
+    root = project.lake.root
+    with project.writing():
+        # another run takes the lease over (as if this one had been paused past its expiry)
+        file = lease_file(root)
+        _, tag = file.read()
+        taken = Holder("intruder", "elsewhere", None, "now", time.time() + 60)
+        assert file.replace(json.dumps(asdict(taken)).encode(), tag or "") is not None
+        time.sleep(2.5)  # the heartbeat (every lease_seconds / 3) finds out
+        with pytest.raises(LakeLocked, match="lost the lake lease to intruder"):
+            project.lake.write("bronze/x/y", pa.table({"a": [1]}))
+    assert not project.lake.exists("bronze/x/y")
+    who = current(root)
+    assert who is not None and who.owner == "intruder"  # nobody else's lease is released
