@@ -110,6 +110,17 @@ def s3_project(workdir: Path, bucket: str) -> Project:
     return Project(parse_config(raw, base_dir=workdir))
 
 
+def s3_and_local(
+    tmp_path: Path, synth_template: Path, bucket: str, names: tuple[str, str]
+) -> tuple[Path, Project, Project]:
+    """Two copies of the hospitals: one on an S3 lake and landing, one on a local folder."""
+    s3_dir, local_dir = tmp_path / names[0], tmp_path / names[1]
+    shutil.copytree(synth_template, s3_dir)
+    shutil.copytree(synth_template, local_dir)
+    upload_landing(s3_dir, bucket)
+    return s3_dir, s3_project(s3_dir, bucket), make_project(local_dir)
+
+
 def rcmlake(cwd: Path, *args: str, faults: str = "") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "rcmlake", *args],
@@ -166,12 +177,9 @@ def test_pipeline_update_and_rollback_on_s3_equal_a_local_lake(
 def test_killed_run_on_s3_is_taken_over_and_ends_as_a_clean_run(
     tmp_path: Path, synth_template: Path, bucket: str
 ) -> None:
-    crashed_dir, clean_dir = tmp_path / "crashed", tmp_path / "clean"
-    shutil.copytree(synth_template, crashed_dir)
-    shutil.copytree(synth_template, clean_dir)
-    upload_landing(crashed_dir, bucket)
-    crashed = s3_project(crashed_dir, bucket)
-    clean = make_project(clean_dir)
+    crashed_dir, crashed, clean = s3_and_local(
+        tmp_path, synth_template, bucket, ("crashed", "clean")
+    )
 
     killed = rcmlake(crashed_dir, "run", faults="silver.after_commit:4")
     out, err = killed.communicate(timeout=600)
@@ -192,12 +200,7 @@ def test_killed_run_on_s3_is_taken_over_and_ends_as_a_clean_run(
 def test_two_runs_at_once_on_s3_one_writes_and_nothing_doubles(
     tmp_path: Path, synth_template: Path, bucket: str
 ) -> None:
-    work, clean_dir = tmp_path / "work", tmp_path / "clean"
-    shutil.copytree(synth_template, work)
-    shutil.copytree(synth_template, clean_dir)
-    upload_landing(work, bucket)
-    project = s3_project(work, bucket)
-    clean = make_project(clean_dir)
+    work, project, clean = s3_and_local(tmp_path, synth_template, bucket, ("work", "clean"))
 
     first = rcmlake(work, "run")
     deadline = time.monotonic() + 60
