@@ -235,6 +235,12 @@ def test_lease_excludes_expires_and_fences(
         if where == "local"
         else f"s3://{request.getfixturevalue('bucket')}/lake"
     )
+    # the compare-and-swap underneath: a lost race is None, not an error
+    file = lease_file(root)
+    first = file.create(b"{}")
+    assert first is not None and file.create(b"{}") is None
+    assert file.replace(b'{"x": 1}', first) is not None
+    assert file.replace(b'{"x": 2}', first) is None  # a stale tag
     a = Lease(root, owner="airflow:rcmlake:run-1", ttl=1.5, process_bound=False)
     b = Lease(root, owner="run-b", ttl=1.5, process_bound=True)
     a.acquire()

@@ -95,25 +95,21 @@ class ObjectLeaseFile:
             return None, None
 
     def create(self, data: bytes) -> str | None:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        try:
-            with translated(f"write {self.where}"):
-                return str(obstore.put(self.store, LEASE_KEY, data, mode="create")["e_tag"])
-        except (AlreadyExistsError, PreconditionError):
-            return None
+        return self._put(data, "create")
 
     def replace(self, data: bytes, tag: str) -> str | None:
+        return self._put(data, {"e_tag": tag})
+
+    def _put(self, data: bytes, mode: Any) -> str | None:
+        """A conditional put; None when the condition failed (another writer won)."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        try:
-            with translated(f"write {self.where}"):
-                put = obstore.put(self.store, LEASE_KEY, data, mode={"e_tag": tag})
-                return str(put["e_tag"])
-        except (AlreadyExistsError, PreconditionError):
-            return None
+        with translated(f"write {self.where}"):
+            try:  # inside: ``translated`` would turn a lost race into a StorageError
+                return str(obstore.put(self.store, LEASE_KEY, data, mode=mode)["e_tag"])
+            except (AlreadyExistsError, PreconditionError):
+                return None
 
 
 class LocalLeaseFile:
