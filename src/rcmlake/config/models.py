@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rcmlake.config.secrets import redact, resolve_env
+from rcmlake.storage.objects import is_uri
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -355,20 +356,20 @@ class ProjectConfig(Strict):
     @property
     def landing_root(self) -> str:
         """The landing root: an object-store URI, or an absolute local path."""
-        if "://" in self.landing and not self.landing.startswith("file://"):
+        if is_uri(self.landing):
             return self.landing.rstrip("/")
         return str(self.path(self.landing.removeprefix("file://")))
 
     def feed_folder(self, feed: FileFeedConfig) -> str:
         """Where ``feed``'s files arrive, relative to the landing root (``claims``)."""
         root = self.landing_root
-        if "://" in root:
-            if "://" not in feed.folder:
+        if is_uri(root):
+            if not is_uri(feed.folder):
                 return feed.folder.strip("/")
             if not feed.folder.rstrip("/").startswith(root + "/"):
                 raise ValueError(f"{feed.folder} is outside the landing root {root}")
             return feed.folder.rstrip("/")[len(root) + 1 :]
-        if "://" in feed.folder:
+        if is_uri(feed.folder):
             raise ValueError(f"{feed.folder} is an object-store URI, but landing is {root}")
         folder = self.path(feed.folder)
         if not folder.is_relative_to(root):

@@ -26,6 +26,7 @@ from deltalake.table import TableMerger
 from deltalake.transaction import CommitProperties
 
 from rcmlake.errors import CommitConflict, StorageError, scrub
+from rcmlake.storage.objects import is_uri
 
 META_PREFIX = "rcmlake."
 # a checkpoint every 10 commits: opening a table replays at most 10 JSON commits, which on an
@@ -54,11 +55,12 @@ class Lake:
         # open tables, brought up to date on each use: replaying only the commits since the
         # last use is one request on an object store, reopening is one per log file
         self._open: dict[str, DeltaTable] = {}
-        self._opening = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     @property
     def is_local(self) -> bool:
-        return "://" not in self.root or self.root.startswith("file://")
+        return not is_uri(self.root)
 
     def uri(self, path: str) -> str:
         return f"{self.root}/{path.strip('/')}"
@@ -71,7 +73,9 @@ class Lake:
                 return DeltaTable(
                     self.uri(path), version=version, storage_options=self.storage_options
                 )
-            with self._opening:
+            with self._locks_lock:
+                lock = self._locks.setdefault(path, threading.Lock())
+            with lock:  # per table: parallel loads of different tables open them in parallel
                 dt = self._open.get(path)
                 if dt is None:
                     dt = self._open[path] = DeltaTable(
