@@ -15,6 +15,7 @@
     │   └── LakeLocked                exit 1: another run holds the lake
     ├── EngineError                   exit 1: a transform failed in the SQL engine
     ├── QualityError                  exit 1: error-severity quality failures where the run must stop
+    ├── StepFailed                    exit 1: a task of an orchestrated run failed (transient if each load was)
     └── MissingDependencyError        exit 2: an optional extra is not installed
 
 Third-party exceptions are translated at one boundary each (connectorx and
@@ -103,6 +104,13 @@ class EngineError(RcmlakeError):
 
 class QualityError(RcmlakeError):
     """Data failed checks in a way that must stop the run."""
+
+    exit_code = 1
+
+
+class StepFailed(RcmlakeError):
+    """A task of an orchestrated run (``rcmlake.airflow``) had failed loads; transient, so
+    retried, when every one of them was."""
 
     exit_code = 1
 

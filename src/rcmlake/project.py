@@ -1,6 +1,6 @@
 """The facade: ``Project(config)`` owns config, lake, engine and console.
 
-The CLI, the tests and (later) the Airflow DAG factory all go through it.
+The CLI, the tests and the Airflow DAG factory (``rcmlake.airflow``) all go through it.
 
 Example::
 
@@ -139,15 +139,56 @@ class Project:
         return self.run([layer])
 
     def run(self, layers: Sequence[str] = LAYERS, *, only: set[str] | None = None) -> RunResult:
-        """Run layers in order under the lake lock; a failed layer does not stop ingestion of others."""
+        """Run layers in order under the lake lock; a failed layer does not stop ingestion of
+        others. ``only`` (sources, ``source.table``, feeds, datasources, ``codesets``) narrows
+        bronze."""
+        from rcmlake.layers.bronze import selected_loads
+
         unknown = [layer for layer in layers if layer not in LAYERS]
         if unknown:
             raise ConfigError(f"unknown layer {unknown[0]!r}; known: {', '.join(LAYERS)}")
+        return self._run(layers, selected_loads(self.config, only) if only else None, None)
+
+    def step(self, layer: str, target: str | None = None) -> RunResult:
+        """One task of an orchestrated run: the bronze load ``target`` (a key of
+        ``layers.bronze.bronze_loads``: ``hospital_a.patients``, ``files.claims``,
+        ``codesets``), the silver entity ``target``, or all of gold (one release).
+
+        Example (what each task of ``rcmlake.airflow`` calls)::
+
+            Project(config, run_id=..., lease_owner=...).step("silver", "claims")
+        """
+        from rcmlake.layers.bronze import bronze_loads
+        from rcmlake.transforms import models
+
+        known = {
+            "bronze": list(bronze_loads(self.config)),
+            "silver": [m.name for m in models("silver")],
+            "gold": [],
+        }
+        if layer not in known:
+            raise ConfigError(f"unknown layer {layer!r}; known: {', '.join(LAYERS)}")
+        if (target is None) != (layer == "gold") or (target and target not in known[layer]):
+            raise ConfigError(
+                f"{layer} step {target!r} is not one of: {', '.join(known[layer]) or 'none'}"
+            )
+        only = {target} if target else None
+        return self._run([layer], only if layer == "bronze" else None, only)
+
+    def claim_lease(self) -> None:
+        """Take ``lease_owner``'s shared lease now (an orchestrated run's first task), so a run
+        that finds the lake held waits before any work rather than in the middle."""
+        with self.writing():
+            pass
+
+    def _run(
+        self, layers: Sequence[str], loads: set[str] | None, entities: set[str] | None
+    ) -> RunResult:
         from rcmlake.transforms import validate
 
         validate(self.config)
         for name, source in self.config.sources.items():
-            if not only or name in only:
+            if loads is None or any(key.startswith(f"{name}.") for key in loads):
                 source.resolved_url()  # a missing ${VAR} is a config error before any work
         for notice in self.config.notices:
             self.console.info(notice)
@@ -155,18 +196,20 @@ class Project:
         result = RunResult(ctx.run_id)
         with self.writing():
             for layer in [layer for layer in LAYERS if layer in layers]:
-                result.records.extend(self._layer(layer, ctx, only))
+                result.records.extend(self._layer(layer, ctx, loads, entities))
         return result
 
-    def _layer(self, layer: str, ctx: RunContext, only: set[str] | None) -> list[LoadRecord]:
+    def _layer(
+        self, layer: str, ctx: RunContext, loads: set[str] | None, entities: set[str] | None
+    ) -> list[LoadRecord]:
         if layer == "bronze":
             from rcmlake.layers.bronze import run_bronze
 
-            return run_bronze(ctx, only)
+            return run_bronze(ctx, loads)
         if layer == "silver":
             from rcmlake.layers.silver import run_silver
 
-            return run_silver(ctx)
+            return run_silver(ctx, entities)
         from rcmlake.layers.gold import run_gold
 
         return run_gold(ctx)

@@ -64,7 +64,10 @@ def run(
         ),
     ] = None,
     only: Annotated[
-        list[str] | None, typer.Option(help="Only these datasources or feeds (bronze).")
+        list[str] | None,
+        typer.Option(
+            help="Bronze only for these sources, source.table, feeds, datasources or `codesets`."
+        ),
     ] = None,
 ) -> None:
     """Run the pipeline: ingest into bronze, build silver, build gold."""
@@ -321,3 +324,44 @@ def rollback(
         ],
     )
     console().info(f"{len(records)} tables moved; run `rcmlake run` to load again")
+
+
+@app.command("airflow-dag")
+def airflow_dag(
+    config: ConfigOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="DAG file to write [default: ./<dag id>.py].")
+    ] = None,
+    dag_id: Annotated[str | None, typer.Option(help="[default: the config's name]")] = None,
+    schedule: Annotated[
+        str, typer.Option(help="Cron or preset (@daily, @hourly), or `none` for manual runs.")
+    ] = "@daily",
+    pool: Annotated[str, typer.Option(help="Airflow pool bounding parallel tasks.")] = "rcmlake",
+) -> None:
+    """Write an Airflow DAG file running this config: a task per load and entity, then gold."""
+    from rcmlake.airflow import dag_file, plan, task_name
+    from rcmlake.config import load_config
+    from rcmlake.config.loader import DEFAULT_FILE
+
+    path = config or Path(DEFAULT_FILE)
+    cfg = load_config(path)
+    name = dag_id or task_name(cfg.name)
+    steps = plan(cfg)
+    target = out or Path(f"{name}.py")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(
+        dag_file(
+            path,
+            dag_id=name,
+            schedule=None if schedule == "none" else schedule,
+            pool=pool,
+            slots=cfg.run.workers,
+        ),
+        encoding="utf-8",
+    )
+    layers = [s.layer for s in steps]
+    console().info(
+        f"wrote {target}: DAG {name}, {len(steps)} tasks ({layers.count('bronze')} bronze, "
+        f"{layers.count('silver')} silver, gold, report); create the pool once: "
+        f'airflow pools set {pool} {cfg.run.workers} "rcmlake loads"'
+    )

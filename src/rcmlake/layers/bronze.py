@@ -20,9 +20,10 @@ import pyarrow.dataset as ds
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rcmlake import faults
-from rcmlake.config.models import FileFeedConfig, TableConfig
+from rcmlake.config.models import FileFeedConfig, ProjectConfig, TableConfig
 from rcmlake.engines.base import EngineSession, quote_ident
 from rcmlake.errors import (
+    ConfigError,
     FileRejected,
     RcmlakeError,
     SchemaDriftError,
@@ -36,6 +37,7 @@ from rcmlake.sources.x835 import PARTS as X835_PARTS
 from rcmlake.sources.x835 import read_835
 from rcmlake.storage import objects
 from rcmlake.storage.audit import LoadRecord
+from rcmlake.transforms import CODESETS
 
 
 def bronze_path(datasource: str, table: str) -> str:
@@ -388,19 +390,48 @@ def _unique(landing: objects.Folder, target: str, digest: str) -> str:
     return str(p.with_name(f"{p.stem}.{digest[:12]}{p.suffix}"))
 
 
-def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord]:
-    """Ingest every active table and every feed, in parallel, each with retries."""
+def bronze_loads(config: ProjectConfig) -> dict[str, tuple[str, ...]]:
+    """Every load bronze makes, by key, with the names ``--only`` also selects it by.
+
+    Keys: ``<source>.<table>`` (selected also by the source's name), ``files.<feed>`` (also by
+    the feed's name and its datasources) and ``codesets`` (the API code sets). No two keys
+    load the same table, so an orchestrator can run one key per task in parallel.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for name, source in config.sources.items():
+        out.update({f"{name}.{t.target_name}": (name,) for t in source.tables if t.active})
+    for name, feed in config.files.items():
+        out[f"files.{name}"] = (name, *feed.patterns)
+    out[CODESETS] = (CODESETS,)
+    return out
+
+
+def selected_loads(config: ProjectConfig, only: set[str] | None) -> set[str]:
+    """The keys of ``bronze_loads`` that ``--only`` names (all without it); an unknown name
+    is a config error, not a run that silently loads nothing."""
+    loads = bronze_loads(config)
+    if not only:
+        return set(loads)
+    known = set(loads) | {n for names in loads.values() for n in names}
+    if unknown := sorted(only - known):
+        raise ConfigError(
+            f"--only {unknown[0]!r} names no source, table, feed or datasource; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return {key for key, names in loads.items() if key in only or set(names) & only}
+
+
+def run_bronze(ctx: RunContext, keys: set[str] | None = None) -> list[LoadRecord]:
+    """Ingest every active table and every feed (or the loads ``keys`` of ``bronze_loads``
+    names), in parallel, each with retries."""
+    wanted = set(bronze_loads(ctx.config)) if keys is None else keys
     sources = [
         SqlSource(name, cfg, ctx.config.base_dir)
         for name, cfg in ctx.config.sources.items()
-        if not only or name in only
+        if any(f"{name}.{t.target_name}" in wanted for t in cfg.tables if t.active)
     ]
-    feeds = [
-        (name, feed)
-        for name, feed in ctx.config.files.items()
-        if not only or name in only or set(feed.patterns) & only
-    ]
-    total = sum(len([t for t in s.config.tables if t.active]) for s in sources) + len(feeds)
+    feeds = [(name, feed) for name, feed in ctx.config.files.items() if f"files.{name}" in wanted]
+    total = sum(len(_tables(s, wanted)) for s in sources) + len(feeds)
     records: list[LoadRecord] = []
     with (
         ctx.console.progress("bronze", total) as bar,
@@ -408,24 +439,29 @@ def run_bronze(ctx: RunContext, only: set[str] | None = None) -> list[LoadRecord
     ):
         futures: list[Future[list[LoadRecord]]] = []
         for source in sources:
-            futures.extend(_submit_source(ctx, pool, source))
+            futures.extend(_submit_source(ctx, pool, source, _tables(source, wanted)))
         futures.extend(pool.submit(_guard_feed, ctx, name, feed) for name, feed in feeds)
         for future in futures:
             done = future.result()
             records.extend(done)
             bar.advance(f"bronze {done[0].datasource}.{done[0].table}" if done else "bronze")
-    if not only or "codesets" in only:
+    if CODESETS in wanted:
         from rcmlake.layers.codesets import run_codesets
 
         records.extend(run_codesets(ctx))
     return records
 
 
+def _tables(source: SqlSource, wanted: set[str]) -> list[TableConfig]:
+    return [
+        t for t in source.config.tables if t.active and f"{source.name}.{t.target_name}" in wanted
+    ]
+
+
 def _submit_source(
-    ctx: RunContext, pool: ThreadPoolExecutor, source: SqlSource
+    ctx: RunContext, pool: ThreadPoolExecutor, source: SqlSource, tables: list[TableConfig]
 ) -> list[Future[list[LoadRecord]]]:
     """Check the database once; if it is unreachable, fail its tables without trying each."""
-    tables = [t for t in source.config.tables if t.active]
     try:
         columns = retrying(ctx)(source.check)
     except RcmlakeError as exc:
@@ -456,7 +492,7 @@ def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRe
             table=feed.target or name,
             load_type="file",
         )
-        ctx.audit.record(rec.finish("failed", str(exc)))
+        ctx.audit.record(rec.fail(exc))
         return [rec]
 
 
@@ -468,4 +504,4 @@ def _failed(ctx: RunContext, datasource: str, table: TableConfig, exc: Exception
         load_type=table.load_type,
         watermark_column=table.watermark,
     )
-    return rec.finish("failed", str(exc))
+    return rec.fail(exc)

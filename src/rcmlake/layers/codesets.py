@@ -164,9 +164,7 @@ def run_codesets(ctx: RunContext) -> list[LoadRecord]:
         try:
             rec = retrying(ctx)(loader, ctx)
         except RcmlakeError as exc:
-            rec = _start(ctx, loader.__name__.removeprefix("load_"), "error").finish(
-                "failed", str(exc)
-            )
+            rec = _start(ctx, loader.__name__.removeprefix("load_"), "error").fail(exc)
         ctx.audit.record(rec)
         out.append(rec)
     return out

@@ -183,7 +183,7 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                 rec.finish("success")
             except RcmlakeError as exc:
                 failed = True
-                rec.finish("failed", str(exc))
+                rec.fail(exc)
             records.append(rec)
             bar.advance(f"gold {m.name}")
     # one audit commit for the build; a crash before it is recovered from the Delta log

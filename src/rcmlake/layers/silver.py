@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rcmlake import faults
+from rcmlake.config.models import ProjectConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.bronze import feed_paths
@@ -53,14 +54,14 @@ def silver_path(entity: str) -> str:
     return f"silver/{entity}"
 
 
-def inputs(ctx: RunContext, m: Model) -> list[tuple[str, str]]:
+def inputs(config: ProjectConfig, m: Model) -> list[tuple[str, str]]:
     """(datasource, bronze path) of every bronze table that feeds model ``m``."""
     found = []
-    for ds, source in ctx.config.sources.items():
+    for ds, source in config.sources.items():
         found += [
             (ds, f"bronze/{ds}/{t.target_name}") for t in source.tables if t.entity_name == m.source
         ]
-    for name, feed in ctx.config.files.items():
+    for name, feed in config.files.items():
         for ds in feed.patterns:
             found += [(ds, p) for p in feed_paths(ds, name, feed) if p.endswith(f"/{m.source}")]
     if m.source in ("icd_codes", "npi_registry", "carc_codes", "rarc_codes"):
@@ -99,7 +100,7 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
     """Create temp table ``stage`` from unprocessed bronze batches; returns (datasource, batch_id) staged."""
     parts, staged = [], []
     s.register("seen", seen)
-    for ds, path in inputs(ctx, m):
+    for ds, path in inputs(ctx.config, m):
         data = ctx.lake.dataset(path)
         if data is None:
             continue
@@ -251,7 +252,7 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     dependent = [r.name for r in rs if r.depends_on_other_tables]
     if not changed and not dependent:
         return 0
-    register_silver(s, ctx, _references(ctx, m))
+    register_silver(s, ctx, references(ctx.config, m))
     s.register("requalify_src", current)
     listed = ", ".join(f"'{d}'" for d in dependent)
     where = "true" if changed else f"is_quarantined AND list_has_any(dq_failures, [{listed}])"
@@ -287,9 +288,19 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     return released
 
 
-def _references(ctx: RunContext, m: Model) -> str:
+def references(config: ProjectConfig, m: Model) -> str:
     """The SQL of the model and its rules: what decides which silver tables it reads."""
-    return m.sql + " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
+    return m.sql + " ".join(r.rule.predicate for r in effective_rules(config, m.name))
+
+
+def upstream(config: ProjectConfig, m: Model) -> list[str]:
+    """The entities built before ``m`` that it reads (its SQL or its rules name them): what
+    ``m`` waits for when entities are built in parallel. Later entities it names are read as
+    they were, as ``run_silver``'s order reads them."""
+    before = [e.name for e in models("silver")]
+    before = before[: before.index(m.name)]
+    text = references(config, m)
+    return [name for name in before if f"silver.{name}" in text]
 
 
 def _last_rules_fingerprint(ctx: RunContext, path: str) -> str | None:
@@ -299,9 +310,10 @@ def _last_rules_fingerprint(ctx: RunContext, path: str) -> str | None:
     return None
 
 
-def run_silver(ctx: RunContext) -> list[LoadRecord]:
+def run_silver(ctx: RunContext, entities: set[str] | None = None) -> list[LoadRecord]:
+    """Build every entity (or those of ``entities``) in the order of ``silver.yml``."""
     records = []
-    all_models = models("silver")
+    all_models = [m for m in models("silver") if entities is None or m.name in entities]
     seen = processed(ctx)  # read once: each entity only adds rows of its own during the run
     with ctx.console.progress("silver", len(all_models)) as bar:
         for m in all_models:
@@ -331,7 +343,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 requalify(s, ctx, m, rec)
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
-            register_silver(s, ctx, _references(ctx, m))
+            register_silver(s, ctx, references(ctx.config, m))
             s.execute(f"CREATE OR REPLACE TEMP TABLE modeled AS {m.sql}")
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
@@ -343,7 +355,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
         _mark_processed(ctx, m, staged, now)
         ctx.audit.record(rec.finish("success"))
     except RcmlakeError as exc:
-        ctx.audit.record(rec.finish("failed", str(exc)))
+        ctx.audit.record(rec.fail(exc))
     return rec
 
 
@@ -354,7 +366,7 @@ def _empty_emptied(ctx: RunContext, m: Model, rec: LoadRecord) -> int:
     if current is None:
         return 0
     emptied = []
-    for ds, path in inputs(ctx, m):
+    for ds, path in inputs(ctx.config, m):
         data = ctx.lake.dataset(path)
         if data is not None and data.count_rows() == 0:
             emptied.append(ds)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rcmlake.errors import is_transient
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
 
@@ -76,10 +77,17 @@ class LoadRecord:
     ended_at: datetime | None = None
     duration_s: float = 0.0
     delta_version: int | None = None
+    # not stored: whether the failure is worth retrying, for orchestrators (rcmlake.airflow)
+    transient: bool = False
 
     def note(self, text: str) -> None:
         """Add a remark to a load that succeeds (stored in ``error``, ``; ``-separated)."""
         self.error = f"{self.error}; {text}" if self.error else text
+
+    def fail(self, exc: Exception) -> LoadRecord:
+        """Finish as failed by ``exc``, noting whether a retry could succeed."""
+        self.transient = is_transient(exc)
+        return self.finish("failed", str(exc))
 
     def finish(self, status: str, error: str | None = None) -> LoadRecord:
         assert status in STATUSES, status
