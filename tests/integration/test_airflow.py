@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,10 @@ def write_dag(workdir: Path, dag_id: str) -> Path:
     """The DAG file, written by the CLI as a user would."""
     out = workdir / "dags" / f"{dag_id}.py"
     done = subprocess.run(
-        [sys.executable, "-m", "rcmlake", "airflow-dag", "--config", "rcmlake.yaml"]
-        + ["--out", str(out), "--dag-id", dag_id, "--schedule", "@daily"],
+        [
+            *(sys.executable, "-m", "rcmlake", "airflow-dag", "--config", "rcmlake.yaml"),
+            *("--out", str(out), "--dag-id", dag_id, "--schedule", "@daily"),
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -140,7 +142,7 @@ def test_plan_loads_each_table_once_and_builds_entities_after_their_inputs(
     assert set(by_id["check"].upstream) == work
 
     # a step names a known load or entity; --only a known name
-    with pytest.raises(ConfigError, match="bronze step 'hospital_a.nope' is not one of"):
+    with pytest.raises(ConfigError, match=r"bronze step 'hospital_a\.nope' is not one of"):
         project.step("bronze", "hospital_a.nope")
     with pytest.raises(ConfigError, match="silver step 'nope'"):
         project.step("silver", "nope")
