@@ -28,6 +28,7 @@ from rcmlake.project import Project
 from rcmlake.storage.lease import current
 from rcmlake.transforms import models
 from tests.conftest import make_project
+from tests.integration.s3 import SECRET, s3_project, upload_landing
 
 pytest.importorskip("airflow", reason="Airflow is in the dev extra: pip install -e .[dev]")
 
@@ -38,10 +39,10 @@ WORK = ("bronze", "silver", "gold", "report")
 
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A migrated Airflow metadata database and the ``rcmlake`` pool, for this module."""
+    """A migrated Airflow metadata database and the ``rcmlake`` pool, for this module: the
+    environment variables that point Airflow at them."""
     home = tmp_path_factory.mktemp("airflow-home")
     env = {
-        **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
@@ -50,7 +51,9 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     }
     airflow = str(Path(sys.executable).with_name("airflow"))
     for args in (["db", "migrate"], ["pools", "set", "rcmlake", "2", "rcmlake loads"]):
-        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [airflow, *args], env={**os.environ, **env}, capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     yield env
 
@@ -74,18 +77,24 @@ def write_dag(workdir: Path, dag_id: str) -> Path:
 def driver(
     env: dict[str, str], dags: Path, *args: str, faults: str = ""
 ) -> tuple[int, dict[str, Any] | None, str]:
-    """Run the Airflow side; returns (exit code, its RESULT, the tail of its log)."""
+    """Run the Airflow side (with this process's environment as it is now: credentials a
+    test put there); returns (exit code, its RESULT, its log)."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.integration.airflow_driver", *args],
         cwd=ROOT,
-        env={**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "RCMLAKE_FAULTS": faults},
+        env={
+            **os.environ,
+            **env,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "RCMLAKE_FAULTS": faults,
+        },
         capture_output=True,
         text=True,
         timeout=900,
     )
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     result = json.loads(lines[-1].removeprefix("RESULT ")) if lines else None
-    return done.returncode, result, (done.stdout + done.stderr)[-4000:]
+    return done.returncode, result, done.stdout + done.stderr
 
 
 def twin(tmp_path: Path, synth_template: Path, name: str, **overrides: Any) -> Project:
@@ -158,7 +167,7 @@ def test_generated_dag_parses_with_its_tasks_pools_and_retries(
     assert "dag_from_config(" in dag_file.read_text()
 
     code, result, log = driver(airflow_home, dag_file.parent, "describe", str(dag_file.parent))
-    assert code == 0 and result, log
+    assert code == 0 and result, log[-4000:]
     assert result["import_errors"] == {}
     dag = result["dags"]["rcmlake_parse"]
     assert dag["max_active_runs"] == 1
@@ -196,8 +205,8 @@ def test_dag_run_builds_the_lake_a_cli_run_builds(
     dag_file = write_dag(tmp_path / "dag", "rcmlake_e2e")
 
     code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result, log
-    assert result["state"] == "success", log
+    assert code == 0 and result, log[-4000:]
+    assert result["state"] == "success", log[-4000:]
     states = {t: v["state"] for t, v in result["tasks"].items()}
     assert states.pop("check") == "skipped"  # nothing failed
     assert set(states.values()) == {"success"}, states
@@ -224,13 +233,13 @@ def test_killed_task_then_the_retried_dag_run_ends_as_a_clean_run(
     code, _, log = driver(
         airflow_home, dag_file.parent, "test", str(dag_file), WHEN, faults="silver.after_commit:3"
     )
-    assert code == -9, log
+    assert code == -9, log[-4000:]
     left = current(crashed.lake.root)
     assert left is not None and left.owner.startswith("airflow:rcmlake_killed:")
 
     # the same DAG run again: its tasks take their own lease back and finish the job
     code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result and result["state"] == "success", log
+    assert code == 0 and result and result["state"] == "success", log[-4000:]
     assert clean.run().exit_code == 0
     assert differing(crashed, clean) == []
     assert current(crashed.lake.root) is None
@@ -249,7 +258,7 @@ def test_transient_failures_are_retried_and_quality_failures_are_not(
     dag_file = write_dag(tmp_path / "failing", "rcmlake_failing")
 
     code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result, log
+    assert code == 0 and result, log[-4000:]
     assert result["state"] == "failed"
     tasks = result["tasks"]
     # unreachable database: transient, so tried run.retries (2) times
@@ -270,6 +279,24 @@ def test_transient_failures_are_retried_and_quality_failures_are_not(
     assert differing(failing, same) == []
     rejected = tmp_path / "failing" / "landing/rejected"
     assert [p.name for p in rejected.rglob("*.csv")] == ["hospital1_bad.csv"]
+
+
+@pytest.mark.slow
+def test_dag_run_on_an_s3_lake_equals_a_local_build(
+    tmp_path: Path, synth_template: Path, airflow_home: dict[str, str], bucket: str
+) -> None:
+    shutil.copytree(synth_template, tmp_path / "s3")
+    upload_landing(tmp_path / "s3", bucket)
+    remote = s3_project(tmp_path / "s3", bucket)
+    clean = twin(tmp_path, synth_template, "clean")
+    dag_file = write_dag(tmp_path / "s3", "rcmlake_s3")
+
+    code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
+    assert code == 0 and result and result["state"] == "success", log[-4000:]
+    assert clean.run().exit_code == 0
+    assert differing(remote, clean) == []
+    assert current(remote.lake.root) is None
+    assert SECRET not in log  # the credentials reached the tasks through the environment only
 
 
 def test_dag_factory_reads_the_config_it_is_given(tmp_path: Path, synth_template: Path) -> None:

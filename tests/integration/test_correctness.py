@@ -422,6 +422,28 @@ def test_update_run_rollback_run_equals_a_clean_run(tmp_path: Path, synth_templa
         assert gold_a[name] == gold_b[name], name
 
 
+def test_batches_processed_again_change_no_silver_table(workdir: Path) -> None:
+    """A run killed after an entity's commit and before it marked its batches processed
+    stages them again next time. Replayed rows must add nothing: not the same-day versions
+    (a key edited twice on one day), not the quarantined conflicting rows of one key and
+    time (before the fix, each replay added those as new versions, and could make an older
+    one current)."""
+    from rcmlake.layers.silver import STATE_PATH
+
+    project = make_project(workdir)
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    before = _lake_tables(project, "silver")
+    patients = project.lake.read(silver_path("patients"))
+    shared = patients.group_by(["patient_key", "source_modified_at"]).aggregate(
+        [("patient_key", "count")]
+    )
+    assert pc.max(shared["patient_key_count"]).as_py() > 1, "the data has same-time versions"
+    project.lake.delete(STATE_PATH, "true")  # as if every entity was killed before marking
+    assert project.run(["silver"]).exit_code == 0
+    assert _lake_tables(project, "silver") == before
+    assert project.lake.read(STATE_PATH).num_rows > 0  # and now they are marked
+
+
 def test_rolling_back_one_silver_table_reprocesses_its_batches(workdir: Path) -> None:
     from rcmlake.synth import synthesize
 

@@ -7,107 +7,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import yaml
 from scripts.kill_trials import differing
 
-from rcmlake.config import parse_config
-from rcmlake.demo import demo_config
 from rcmlake.errors import LakeLocked
 from rcmlake.project import Project
 from rcmlake.storage import objects
 from rcmlake.storage.lease import Holder, Lease, current, lease_file
 from rcmlake.synth import synthesize
 from tests.conftest import make_project
-
-SECRET = "s3cr3t-" + uuid.uuid4().hex  # must never appear in any output
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server in its own process (in this one it would wait on the GIL while
-    delta-rs blocks in a request to it)."""
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.environ.get("RCMLAKE_MOTO_LOG", os.devnull), "w"),  # noqa: SIM115
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.TransportError:
-            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.1)
-    yield endpoint
-    server.terminate()
-    server.wait(10)
-
-
-@pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket, with the credentials in the environment only."""
-    import boto3
-
-    env = {
-        "AWS_ACCESS_KEY_ID": "rcmlake-test",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "RCMLAKE_MASKING_SALT": "object-store-test-salt",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    name = f"lake-{uuid.uuid4().hex[:10]}"
-    boto3.client(
-        "s3", endpoint_url=s3_endpoint, aws_access_key_id="x", aws_secret_access_key="y"
-    ).create_bucket(Bucket=name)
-    return name
-
-
-def upload_landing(workdir: Path, bucket: str) -> list[str]:
-    """Move the synthetic landing files into ``s3://bucket/landing`` (none stay local)."""
-    landing = objects.folder(f"s3://{bucket}/landing")
-    assert isinstance(landing, objects.RemoteFolder)
-    import obstore
-
-    keys = []
-    for path in sorted((workdir / "landing").rglob("*")):
-        if path.is_file() and "archive" not in path.parts:
-            key = path.relative_to(workdir / "landing").as_posix()
-            obstore.put(landing.store, key, path.read_bytes())
-            path.unlink()
-            keys.append(key)
-    return keys
-
-
-def s3_project(workdir: Path, bucket: str) -> Project:
-    raw = yaml.safe_load(demo_config())
-    raw["lake"] = f"s3://{bucket}/lake"
-    raw["landing"] = f"s3://{bucket}/landing"
-    for feed in raw["files"].values():
-        feed["folder"] = feed["folder"].removeprefix("landing/")  # relative to the landing root
-    raw["run"] = {"backoff_seconds": 0.01, "retries": 2, "lease_seconds": 5}
-    (workdir / "rcmlake.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return Project(parse_config(raw, base_dir=workdir))
+from tests.integration.s3 import SECRET, s3_project, upload_landing
 
 
 def s3_and_local(

@@ -482,24 +482,40 @@ def _write_scd2(
             f"CREATE OR REPLACE TEMP TABLE cur AS SELECT {key}, effective_from, source_modified_at, "
             f"{th} AS _th FROM current_all WHERE is_current"
         )
+        # the versions that share the current one's source time: a batch processed again (a
+        # run killed between the commit and marking its batches) brings them back as rows
+        s.execute(f"""
+            CREATE OR REPLACE TEMP TABLE held AS
+            SELECT a.{key}, a._row_hash, a.source_modified_at FROM current_all a JOIN cur USING ({key})
+            WHERE a.source_modified_at = cur.source_modified_at
+              AND a.{key} IN (SELECT {key} FROM checked)""")
     else:
         s.execute(
             f"CREATE OR REPLACE TEMP TABLE cur AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
             "CAST(NULL AS TIMESTAMP) AS effective_from, CAST(NULL AS TIMESTAMP) AS source_modified_at, "
             "CAST(NULL AS VARCHAR) AS _th WHERE false"
         )
+        s.execute(
+            f"CREATE OR REPLACE TEMP TABLE held AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
+            "CAST(NULL AS VARCHAR) AS _row_hash, CAST(NULL AS TIMESTAMP) AS source_modified_at "
+            "WHERE false"
+        )
     # Incoming versions not older than the current one, in source-time order; at equal source
     # times the current version comes first (it was ingested first), so a same-day edit of a
     # date-granular ModifiedDate still opens a version. Consecutive repeats of the same tracked
     # values are dropped. A version whose source time equals its predecessor's starts one
     # microsecond later, so (key, effective_from) identifies a version and the earlier one is
-    # valid for an empty interval.
+    # valid for an empty interval. A row that already is a version (same key, source row and
+    # source time) is a replay and adds nothing, so processing a batch twice changes nothing.
     s.execute(f"""
         CREATE OR REPLACE TEMP TABLE versions AS
         WITH incoming AS (
             SELECT c.*, {th} AS _th, false AS _existing, c.source_modified_at AS _from FROM checked c
             LEFT JOIN cur USING ({key})
-            WHERE cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at
+            WHERE (cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at)
+              AND NOT EXISTS (
+                  SELECT 1 FROM held h WHERE h.{key} = c.{key} AND h._row_hash = c._row_hash
+                  AND h.source_modified_at = c.source_modified_at)
         ), chain AS (
             SELECT {key}, _th, source_modified_at, effective_from AS _from, true AS _existing FROM cur
             WHERE {key} IN (SELECT {key} FROM incoming)

@@ -1,0 +1,65 @@
+"""Fixtures of the integration tests: moto's S3 server on loopback and a bucket on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.s3 import SECRET
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server in its own process (in this one it would wait on the GIL while
+    delta-rs blocks in a request to it)."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ.get("RCMLAKE_MOTO_LOG", os.devnull), "w"),  # noqa: SIM115
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.TransportError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, with the credentials in the environment only."""
+    import boto3
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "rcmlake-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "RCMLAKE_MASKING_SALT": "object-store-test-salt",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="x", aws_secret_access_key="y"
+    ).create_bucket(Bucket=name)
+    return name
