@@ -228,9 +228,15 @@ def execute(config_path: str, layer: str, target: str | None, **context: Any) ->
             raise AirflowFailException("a task of this run failed; see its log")
         return _outcome(project.step(layer, target))
     except RcmlakeError as exc:
-        if is_transient(exc) or isinstance(exc, LakeLocked):
+        if retryable(exc):
             raise  # Airflow retries it with backoff
         raise AirflowFailException(str(exc)) from exc
+
+
+def retryable(exc: RcmlakeError) -> bool:
+    """Whether Airflow should retry a task that raised ``exc``: a transient error, or the
+    lake held by another run (which ends; ``rcmlake run`` stops instead, exit 1)."""
+    return is_transient(exc) or isinstance(exc, LakeLocked)
 
 
 def _project(config_path: str, run_id: str, lease_owner: str) -> Project:

@@ -19,9 +19,19 @@ import pyarrow.compute as pc
 import pytest
 from scripts.kill_trials import differing
 
-from rcmlake.airflow import plan, run_id_for
+from rcmlake.airflow import plan, retryable, run_id_for
 from rcmlake.config import load_config
-from rcmlake.errors import ConfigError
+from rcmlake.errors import (
+    CommitConflict,
+    ConfigError,
+    FileRejected,
+    LakeLocked,
+    QualityError,
+    SchemaDriftError,
+    SourceAuthError,
+    SourceUnavailable,
+    StepFailed,
+)
 from rcmlake.layers.bronze import bronze_loads, bronze_path, feed_paths
 from rcmlake.layers.silver import inputs
 from rcmlake.project import Project
@@ -157,6 +167,23 @@ def test_plan_loads_each_table_once_and_builds_entities_after_their_inputs(
         project.step("silver", "nope")
     with pytest.raises(ConfigError, match="--only 'hospital_z' names no source"):
         project.run(["bronze"], only={"hospital_z"})
+
+
+def test_what_airflow_retries() -> None:
+    for exc in (SourceUnavailable("down"), CommitConflict("raced"), LakeLocked("held")):
+        assert retryable(exc), exc
+    transient = StepFailed("every failed load was transient")
+    transient.transient = True
+    assert retryable(transient)
+    for exc in (
+        QualityError("bad"),
+        SchemaDriftError("drift"),
+        FileRejected("header"),
+        SourceAuthError("refused"),
+        ConfigError("typo"),
+        StepFailed("a load failed for good"),
+    ):
+        assert not retryable(exc), exc
 
 
 def test_generated_dag_parses_with_its_tasks_pools_and_retries(
