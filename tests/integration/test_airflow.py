@@ -116,6 +116,19 @@ def audit_runs(project: Project) -> set[str]:
     return set(pc.unique(project.audit.read()["run_id"]).to_pylist())
 
 
+def assert_clean_dag_run(result: dict[str, Any] | None, dag_id: str, lake: Project) -> None:
+    """Every task succeeded at its first try (``check`` skipped: nothing failed), under one
+    rcmlake run id derived from the Airflow run, and the teardown gave the lease back."""
+    assert result and result["state"] == "success"
+    states = {t: v["state"] for t, v in result["tasks"].items()}
+    assert states.pop("check") == "skipped"
+    assert set(states.values()) == {"success"}, states
+    assert {v["tries"] for t, v in result["tasks"].items() if t != "check"} == {1}
+    at = datetime.fromisoformat(WHEN)
+    assert audit_runs(lake) == {run_id_for(dag_id, result["run_id"], at)}
+    assert current(lake.lake.root) is None
+
+
 def test_plan_loads_each_table_once_and_builds_entities_after_their_inputs(
     tmp_path: Path, synth_template: Path
 ) -> None:
@@ -224,31 +237,6 @@ def test_generated_dag_parses_with_its_tasks_pools_and_retries(
 
 
 @pytest.mark.slow
-def test_dag_run_builds_the_lake_a_cli_run_builds(
-    tmp_path: Path, synth_template: Path, airflow_home: dict[str, str]
-) -> None:
-    orchestrated = twin(tmp_path, synth_template, "dag")
-    clean = twin(tmp_path, synth_template, "clean")
-    dag_file = write_dag(tmp_path / "dag", "rcmlake_e2e")
-
-    code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result, log[-4000:]
-    assert result["state"] == "success", log[-4000:]
-    states = {t: v["state"] for t, v in result["tasks"].items()}
-    assert states.pop("check") == "skipped"  # nothing failed
-    assert set(states.values()) == {"success"}, states
-    assert {v["tries"] for t, v in result["tasks"].items() if t != "check"} == {1}
-
-    assert clean.run().exit_code == 0
-    assert differing(orchestrated, clean) == []
-    # one rcmlake run id for every task of the DAG run, derived from the Airflow run
-    at = datetime.fromisoformat(WHEN)
-    assert audit_runs(orchestrated) == {run_id_for("rcmlake_e2e", result["run_id"], at)}
-    assert current(orchestrated.lake.root) is None  # the teardown gave the lease back
-    assert (tmp_path / "dag" / "rcmlake-report.html").exists()
-
-
-@pytest.mark.slow
 def test_killed_task_then_the_retried_dag_run_ends_as_a_clean_run(
     tmp_path: Path, synth_template: Path, airflow_home: dict[str, str]
 ) -> None:
@@ -264,13 +252,13 @@ def test_killed_task_then_the_retried_dag_run_ends_as_a_clean_run(
     left = current(crashed.lake.root)
     assert left is not None and left.owner.startswith("airflow:rcmlake_killed:")
 
-    # the same DAG run again: its tasks take their own lease back and finish the job
+    # the same DAG run again: its tasks take their own lease back and finish the job, as
+    # the same rcmlake run
     code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result and result["state"] == "success", log[-4000:]
+    assert code == 0, log[-4000:]
+    assert_clean_dag_run(result, "rcmlake_killed", crashed)
     assert clean.run().exit_code == 0
     assert differing(crashed, clean) == []
-    assert current(crashed.lake.root) is None
-    assert len(audit_runs(crashed)) == 1  # the retried run is still one rcmlake run
 
 
 @pytest.mark.slow
@@ -309,7 +297,7 @@ def test_transient_failures_are_retried_and_quality_failures_are_not(
 
 
 @pytest.mark.slow
-def test_dag_run_on_an_s3_lake_equals_a_local_build(
+def test_dag_run_on_an_s3_lake_builds_the_lake_a_cli_run_builds(
     tmp_path: Path, synth_template: Path, airflow_home: dict[str, str], bucket: str
 ) -> None:
     shutil.copytree(synth_template, tmp_path / "s3")
@@ -319,10 +307,11 @@ def test_dag_run_on_an_s3_lake_equals_a_local_build(
     dag_file = write_dag(tmp_path / "s3", "rcmlake_s3")
 
     code, result, log = driver(airflow_home, dag_file.parent, "test", str(dag_file), WHEN)
-    assert code == 0 and result and result["state"] == "success", log[-4000:]
+    assert code == 0, log[-4000:]
+    assert_clean_dag_run(result, "rcmlake_s3", remote)
     assert clean.run().exit_code == 0
     assert differing(remote, clean) == []
-    assert current(remote.lake.root) is None
+    assert (tmp_path / "s3" / "rcmlake-report.html").exists()
     assert SECRET not in log  # the credentials reached the tasks through the environment only
 
 
