@@ -217,7 +217,7 @@ def execute(config_path: str, layer: str, target: str | None, **context: Any) ->
         project = _project(config_path, run_id, f"airflow:{dag_id}:{dag_run.run_id}")
         log.info("rcmlake run %s, step %s %s", run_id, layer, target or "")
         if layer == "lease":
-            project.claim_lease()
+            project.claim_lease(wait=project.config.run.lease_seconds)
             return run_id
         if layer == "release":
             project.release_lease()

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console, QuietConsole
 from rcmlake.engines.base import Engine
 from rcmlake.engines.duckdb import DuckDBEngine
-from rcmlake.errors import ConfigError
+from rcmlake.errors import ConfigError, LakeLocked
 from rcmlake.layers.context import RunContext, new_id
 from rcmlake.storage.audit import AUDIT_PATH, AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
@@ -175,11 +176,20 @@ class Project:
         only = {target} if target else None
         return self._run([layer], only if layer == "bronze" else None, only)
 
-    def claim_lease(self) -> None:
+    def claim_lease(self, wait: float = 0.0) -> None:
         """Take ``lease_owner``'s shared lease now (an orchestrated run's first task), so a run
-        that finds the lake held waits before any work rather than in the middle."""
-        with self.writing():
-            pass
+        that finds the lake held waits before any work rather than in the middle. Tries for
+        up to ``wait`` seconds: waiting ``run.lease_seconds`` outlasts a killed holder's
+        lease, so only a live run still writing the lake makes it raise ``LakeLocked``."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                with self.writing():
+                    return
+            except LakeLocked:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(5.0, max(0.2, wait / 20)))
 
     def _run(
         self, layers: Sequence[str], loads: set[str] | None, entities: set[str] | None

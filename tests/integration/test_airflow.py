@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -197,6 +198,26 @@ def test_what_airflow_retries() -> None:
         StepFailed("a load failed for good"),
     ):
         assert not retryable(exc), exc
+
+
+def test_the_lease_task_outlasts_a_dead_holder_and_refuses_a_live_one(tmp_path: Path) -> None:
+    from rcmlake.storage.lease import Lease
+
+    project = make_project(tmp_path)
+    dag = Project(project.config, run_id="run-x", lease_owner="airflow:dag:run")
+    root = project.lake.root
+    # a killed holder: its lease is never renewed again, and expires
+    Lease(root, owner="killed-run", ttl=1.5, process_bound=False).acquire()
+    started = time.monotonic()
+    dag.claim_lease(wait=10)
+    assert 1.0 < time.monotonic() - started < 10
+    holder = current(root)
+    assert holder is not None and holder.owner == "airflow:dag:run"
+    dag.release_lease()
+    # a live holder renews its lease: the wait ends in LakeLocked naming it
+    live = Lease(root, owner="live-run", ttl=1.0, process_bound=False)
+    with live.held(), pytest.raises(LakeLocked, match="live-run"):
+        dag.claim_lease(wait=2.5)
 
 
 def test_generated_dag_parses_with_its_tasks_pools_and_retries(
