@@ -50,7 +50,15 @@ def snapshot(project: Project, path: str, keys: list[str]) -> pa.Table:
     if table is None:
         return pa.table({})
     table = table.drop_columns([c for c in VOLATILE if c in table.column_names])
-    return table.sort_by([(k, "ascending") for k in keys]).select(sorted(table.column_names))
+    # the keys first, then every other plain column: rows that tie on the keys (versions of
+    # one key at one time) come out in one order in both lakes
+    rest = [
+        f.name
+        for f in table.schema
+        if f.name not in keys and not pa.types.is_nested(f.type) and not pa.types.is_null(f.type)
+    ]
+    order = [(k, "ascending") for k in [*keys, *rest]]
+    return table.sort_by(order).select(sorted(table.column_names))
 
 
 def differing(got: Project, want: Project) -> list[str]:
