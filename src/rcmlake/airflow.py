@@ -72,25 +72,20 @@ def plan(config: ProjectConfig) -> list[Step]:
     silver entity waits for the bronze loads that write its inputs and for the entities
     before it that it reads; gold waits for every entity.
     """
-    from rcmlake.layers.bronze import bronze_loads, bronze_path, feed_paths
+    from rcmlake.layers.bronze import bronze_loads
     from rcmlake.layers.silver import inputs, upstream
-    from rcmlake.transforms import CODESETS, models
+    from rcmlake.transforms import models
 
-    writes: dict[str, str] = {}  # bronze path -> the load key that writes it
-    for name, source in config.sources.items():
-        for t in source.tables:
-            writes[bronze_path(name, t.target_name)] = f"{name}.{t.target_name}"
-    for name, feed in config.files.items():
-        for ds in feed.patterns:
-            writes.update({p: f"files.{name}" for p in feed_paths(ds, name, feed)})
+    loads = bronze_loads(config)
+    # bronze path -> the load that writes it (a table no longer loaded has none: its
+    # entity reads what bronze holds of it, as in `rcmlake run`)
+    writes = {path: key for key, load in loads.items() for path in load.paths}
     lease = Step("lease", "lease")
     steps = [lease]
-    steps += [
-        Step(f"bronze.{key}", "bronze", key, (lease.task_id,)) for key in bronze_loads(config)
-    ]
+    steps += [Step(f"bronze.{key}", "bronze", key, (lease.task_id,)) for key in loads]
     for m in models("silver"):
-        loads = {writes.get(path, CODESETS) for _, path in inputs(config, m)}
-        waits = [f"bronze.{key}" for key in sorted(loads)]
+        feeding = {writes[path] for _, path in inputs(config, m) if path in writes}
+        waits = [f"bronze.{key}" for key in sorted(feeding)]
         waits += [f"silver.{name}" for name in upstream(config, m)]
         steps.append(Step(f"silver.{m.name}", "silver", m.name, tuple(waits) or (lease.task_id,)))
     silver = [s.task_id for s in steps if s.layer == "silver"]

@@ -194,11 +194,15 @@ class Project:
     def _run(
         self, layers: Sequence[str], loads: set[str] | None, entities: set[str] | None
     ) -> RunResult:
+        from rcmlake.layers.bronze import bronze_loads
         from rcmlake.transforms import validate
 
         validate(self.config)
+        reading = {
+            load.source for key, load in bronze_loads(self.config).items() if key in (loads or ())
+        }
         for name, source in self.config.sources.items():
-            if loads is None or any(key.startswith(f"{name}.") for key in loads):
+            if loads is None or name in reading:
                 source.resolved_url()  # a missing ${VAR} is a config error before any work
         for notice in self.config.notices:
             self.console.info(notice)

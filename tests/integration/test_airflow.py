@@ -149,7 +149,8 @@ def test_plan_loads_each_table_once_and_builds_entities_after_their_inputs(
     writer: dict[str, str] = {}
     for name, source in config.sources.items():
         for t in source.tables:
-            writer[bronze_path(name, t.target_name)] = f"{name}.{t.target_name}"
+            if t.active:
+                writer[bronze_path(name, t.target_name)] = f"{name}.{t.target_name}"
     for name, feed in config.files.items():
         for ds in feed.patterns:
             for path in feed_paths(ds, name, feed):
@@ -181,6 +182,26 @@ def test_plan_loads_each_table_once_and_builds_entities_after_their_inputs(
         project.step("silver", "nope")
     with pytest.raises(ConfigError, match="--only 'hospital_z' names no source"):
         project.run(["bronze"], only={"hospital_z"})
+
+
+def test_a_table_no_longer_loaded_has_no_task_and_nothing_waits_for_it(
+    tmp_path: Path, synth_template: Path
+) -> None:
+    import yaml
+
+    from rcmlake.config import parse_config
+
+    twin(tmp_path, synth_template, "inactive")
+    raw = yaml.safe_load((tmp_path / "inactive" / "rcmlake.yaml").read_text())
+    for t in raw["sources"]["hospital_b"]["tables"]:
+        if t["name"] == "patients":
+            t["active"] = False
+    steps = plan(parse_config(raw, base_dir=tmp_path / "inactive"))
+    ids = {s.task_id for s in steps}
+    assert "bronze.hospital_b.patients" not in ids
+    assert all(up in ids for s in steps for up in s.upstream)
+    patients = next(s for s in steps if s.task_id == "silver.patients")
+    assert patients.upstream == ("bronze.hospital_a.patients",)
 
 
 def test_what_airflow_retries() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
@@ -390,19 +391,39 @@ def _unique(landing: objects.Folder, target: str, digest: str) -> str:
     return str(p.with_name(f"{p.stem}.{digest[:12]}{p.suffix}"))
 
 
-def bronze_loads(config: ProjectConfig) -> dict[str, tuple[str, ...]]:
-    """Every load bronze makes, by key, with the names ``--only`` also selects it by.
+CODESET_TABLES = ("icd_codes", "npi_registry", "carc_codes", "rarc_codes")  # from the APIs
+
+
+@dataclass(frozen=True)
+class BronzeLoad:
+    """One load bronze makes: the names ``--only`` selects it by, the bronze tables it
+    writes, and what it reads (a source's table, or a feed; neither for the API code sets)."""
+
+    names: tuple[str, ...]
+    paths: tuple[str, ...]
+    source: str | None = None
+    table: TableConfig | None = None
+    feed: str | None = None
+
+
+def bronze_loads(config: ProjectConfig) -> dict[str, BronzeLoad]:
+    """Every load bronze makes, by key.
 
     Keys: ``<source>.<table>`` (selected also by the source's name), ``files.<feed>`` (also by
     the feed's name and its datasources) and ``codesets`` (the API code sets). No two keys
     load the same table, so an orchestrator can run one key per task in parallel.
     """
-    out: dict[str, tuple[str, ...]] = {}
+    out: dict[str, BronzeLoad] = {}
     for name, source in config.sources.items():
-        out.update({f"{name}.{t.target_name}": (name,) for t in source.tables if t.active})
+        for t in source.tables:
+            if t.active:
+                path = bronze_path(name, t.target_name)
+                out[f"{name}.{t.target_name}"] = BronzeLoad((name,), (path,), name, t)
     for name, feed in config.files.items():
-        out[f"files.{name}"] = (name, *feed.patterns)
-    out[CODESETS] = (CODESETS,)
+        paths = tuple(p for ds in feed.patterns for p in feed_paths(ds, name, feed))
+        out[f"files.{name}"] = BronzeLoad((name, *feed.patterns), paths, feed=name)
+    codesets = tuple(bronze_path(CODESETS, t) for t in CODESET_TABLES)
+    out[CODESETS] = BronzeLoad((CODESETS,), codesets)
     return out
 
 
@@ -412,26 +433,26 @@ def selected_loads(config: ProjectConfig, only: set[str] | None) -> set[str]:
     loads = bronze_loads(config)
     if not only:
         return set(loads)
-    known = set(loads) | {n for names in loads.values() for n in names}
+    known = set(loads) | {n for load in loads.values() for n in load.names}
     if unknown := sorted(only - known):
         raise ConfigError(
             f"--only {unknown[0]!r} names no source, table, feed or datasource; "
             f"known: {', '.join(sorted(known))}"
         )
-    return {key for key, names in loads.items() if key in only or set(names) & only}
+    return {key for key, load in loads.items() if key in only or set(load.names) & only}
 
 
 def run_bronze(ctx: RunContext, keys: set[str] | None = None) -> list[LoadRecord]:
     """Ingest every active table and every feed (or the loads ``keys`` of ``bronze_loads``
     names), in parallel, each with retries."""
-    wanted = set(bronze_loads(ctx.config)) if keys is None else keys
-    sources = [
-        SqlSource(name, cfg, ctx.config.base_dir)
-        for name, cfg in ctx.config.sources.items()
-        if any(f"{name}.{t.target_name}" in wanted for t in cfg.tables if t.active)
-    ]
-    feeds = [(name, feed) for name, feed in ctx.config.files.items() if f"files.{name}" in wanted]
-    total = sum(len(_tables(s, wanted)) for s in sources) + len(feeds)
+    chosen = [load for key, load in bronze_loads(ctx.config).items() if keys is None or key in keys]
+    tables: dict[str, list[TableConfig]] = {}
+    for load in chosen:
+        if load.source is not None and load.table is not None:
+            tables.setdefault(load.source, []).append(load.table)
+    sources = [SqlSource(name, ctx.config.sources[name], ctx.config.base_dir) for name in tables]
+    feeds = [(load.feed, ctx.config.files[load.feed]) for load in chosen if load.feed]
+    total = sum(len(t) for t in tables.values()) + len(feeds)
     records: list[LoadRecord] = []
     with (
         ctx.console.progress("bronze", total) as bar,
@@ -439,23 +460,17 @@ def run_bronze(ctx: RunContext, keys: set[str] | None = None) -> list[LoadRecord
     ):
         futures: list[Future[list[LoadRecord]]] = []
         for source in sources:
-            futures.extend(_submit_source(ctx, pool, source, _tables(source, wanted)))
+            futures.extend(_submit_source(ctx, pool, source, tables[source.name]))
         futures.extend(pool.submit(_guard_feed, ctx, name, feed) for name, feed in feeds)
         for future in futures:
             done = future.result()
             records.extend(done)
             bar.advance(f"bronze {done[0].datasource}.{done[0].table}" if done else "bronze")
-    if CODESETS in wanted:
+    if keys is None or CODESETS in keys:
         from rcmlake.layers.codesets import run_codesets
 
         records.extend(run_codesets(ctx))
     return records
-
-
-def _tables(source: SqlSource, wanted: set[str]) -> list[TableConfig]:
-    return [
-        t for t in source.config.tables if t.active and f"{source.name}.{t.target_name}" in wanted
-    ]
 
 
 def _submit_source(

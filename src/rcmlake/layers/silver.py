@@ -28,7 +28,7 @@ from rcmlake import faults
 from rcmlake.config.models import ProjectConfig
 from rcmlake.engines.base import EngineSession
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
-from rcmlake.layers.bronze import feed_paths
+from rcmlake.layers.bronze import CODESET_TABLES, feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.lake_types import UTC_TS, to_lake, to_lake_stream
@@ -64,7 +64,7 @@ def inputs(config: ProjectConfig, m: Model) -> list[tuple[str, str]]:
     for name, feed in config.files.items():
         for ds in feed.patterns:
             found += [(ds, p) for p in feed_paths(ds, name, feed) if p.endswith(f"/{m.source}")]
-    if m.source in ("icd_codes", "npi_registry", "carc_codes", "rarc_codes"):
+    if m.source in CODESET_TABLES:
         found.append((CODESETS, f"bronze/{CODESETS}/{m.source}"))
     return found
 
