@@ -24,6 +24,7 @@ import pyarrow as pa
 from rcmlake.config import load_config
 from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console, QuietConsole
+from rcmlake.engines import engine_for
 from rcmlake.engines.base import Engine
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.errors import ConfigError, LakeLocked
@@ -88,7 +89,12 @@ class Project:
     ):
         self.config = config
         self.console = console or QuietConsole()
-        self.engine = engine or DuckDBEngine(config.run.memory_limit, config.run.threads)
+        # bronze extraction and reading the lake (sql, report, export) run in this process;
+        # silver and gold on ``run.engine``
+        self.local = DuckDBEngine(config.run.memory_limit, config.run.threads)
+        self.engine = engine or (
+            self.local if config.run.engine == "duckdb" else engine_for(config.run)
+        )
         self.lake = Lake(config.lake_uri)
         self.audit = AuditLog(self.lake)
         self.run_id = run_id
@@ -99,7 +105,9 @@ class Project:
         return cls(load_config(path), **kwargs)
 
     def context(self) -> RunContext:
-        ctx = RunContext(self.config, self.lake, self.audit, self.engine, self.console)
+        ctx = RunContext(
+            self.config, self.lake, self.audit, self.engine, self.console, local=self.local
+        )
         ctx.run_id = self.run_id or ctx.run_id
         return ctx
 
@@ -265,8 +273,8 @@ class Project:
         ``privileged`` sees every value."""
         from rcmlake.serve.catalog import register_lake
 
-        with self.engine.session() as s:
-            register_lake(s, self.lake, as_of, role=role, engine=self.engine, needed=query)
+        with self.local.session() as s:
+            register_lake(s, self.lake, as_of, role=role, engine=self.local, needed=query)
             return s.sql(query)
 
     def history(self, table: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -348,8 +356,8 @@ class Project:
             unknown_members,
         )
 
-        with self.engine.session() as s:
-            tables = register_lake(s, self.lake, role=role, engine=self.engine)
+        with self.local.session() as s:
+            tables = register_lake(s, self.lake, role=role, engine=self.local)
             entities = _silver_entities(tables)
             hits = quality_report(s, entities, examples)
             totals = quarantine_totals(s, entities)
@@ -365,8 +373,8 @@ class Project:
         from rcmlake.serve.catalog import register_lake
         from rcmlake.serve.report import report_data, write_report
 
-        with self.engine.session() as s:
-            tables = register_lake(s, self.lake, role=role, engine=self.engine)
+        with self.local.session() as s:
+            tables = register_lake(s, self.lake, role=role, engine=self.local)
             if "gold.mart_kpi_monthly" not in tables:
                 raise StorageError("no gold tables yet; run `rcmlake run` first")
             data = report_data(s, _silver_entities(tables))
@@ -400,7 +408,7 @@ class Project:
     def export_duckdb(self, out: Path, *, copy: bool = False, role: str = "analyst") -> list[str]:
         from rcmlake.serve.export import to_duckdb
 
-        return to_duckdb(self.lake, out, copy=copy, role=role, runner=self.engine)
+        return to_duckdb(self.lake, out, copy=copy, role=role, runner=self.local)
 
     def export_postgres(
         self, url: str, *, schema: str = "rcmlake_gold", role: str = "analyst"
@@ -413,7 +421,7 @@ class Project:
             resolve_env(url, field="--postgres", url=True),
             schema=schema,
             role=role,
-            runner=self.engine,
+            runner=self.local,
         )
 
     def rollback(

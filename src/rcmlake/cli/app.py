@@ -57,10 +57,21 @@ def console() -> TerminalConsole:
     return TerminalConsole()
 
 
-def project(config: Path | None):  # type: ignore[no-untyped-def]
+def project(  # type: ignore[no-untyped-def]
+    config: Path | None, engine: str | None = None, spark_remote: str | None = None
+):
+    """The project of ``config``; ``engine`` and ``spark_remote`` override its ``run``."""
+    from rcmlake.config import load_config
     from rcmlake.project import Project
 
-    return Project.load(config, console=console())
+    cfg = load_config(config)
+    overrides = {"engine": engine, "spark_remote": spark_remote}
+    if any(overrides.values()):
+        run = cfg.run.model_validate(
+            {**cfg.run.model_dump(), **{k: v for k, v in overrides.items() if v}}
+        )
+        cfg = cfg.model_copy(update={"run": run})
+    return Project(cfg, console=console())
 
 
 def finish(title: str, result, started: float) -> None:  # type: ignore[no-untyped-def]

@@ -69,12 +69,24 @@ def run(
             help="Bronze only for these sources, source.table, feeds, datasources or `codesets`."
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Where silver and gold run: duckdb or spark [default: run.engine]."),
+    ] = None,
+    spark_remote: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark Connect URL sc://host:port [default: run.spark_remote, "
+            "$RCMLAKE_SPARK_REMOTE]."
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline: ingest into bronze, build silver, build gold."""
     from rcmlake.project import LAYERS
 
     started = time.monotonic()
-    result = project(config).run(layer or list(LAYERS), only=set(only) if only else None)
+    proj = project(config, engine, spark_remote)
+    result = proj.run(layer or list(LAYERS), only=set(only) if only else None)
     finish("run", result, started)
 
 

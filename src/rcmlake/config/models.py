@@ -301,6 +301,17 @@ class RunConfig(Strict):
     threads: int | None = Field(
         None, ge=1, le=256, description="Engine threads (default: all cores)."
     )
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="Where silver and gold run: `duckdb` in this process, or `spark` on a "
+        "Spark Connect server (bronze extraction stays in this process).",
+    )
+    spark_remote: str | None = Field(
+        None,
+        pattern=r"^sc://",
+        description="Spark Connect URL, `sc://host:port` (default: `$RCMLAKE_SPARK_REMOTE`, "
+        "then `$SPARK_REMOTE`); a token belongs in those variables, not in this file.",
+    )
     lease_seconds: float = Field(
         300.0,
         ge=1,

@@ -1,15 +1,17 @@
 """The engine interface transforms are written against.
 
-A transform is SQL over named relations. The runner registers inputs
-(Arrow tables, pyarrow datasets over Delta) under names, runs the model's
-SQL, and gets Arrow back to commit to Delta. Engines override only what
-differs; capability flags tell the runner what an engine can do natively.
+A transform is SQL over named relations. The runner names lake tables as
+relations (``read_lake``), runs the model's SQL, and has the engine write the
+result to a Delta table (append, overwrite by predicate, MERGE): data moves
+between the engine and the lake, never through the Python process as a whole
+table. Capability flags tell the runner what an engine does natively.
 
 Every engine session provides these SQL functions to the models:
 
 - ``surrogate_key(natural_key)``: BIGINT, the first 60 bits of ``md5(natural_key)``;
 - ``version_key(natural_key, version_start)``: ``surrogate_key`` of the key and the
-  version's start as epoch microseconds.
+  version's start as epoch microseconds;
+- ``local_to_utc(ts, zone)``: a naive timestamp of wall-clock time in ``zone``, in UTC.
 
 Both depend only on their arguments, so dimension keys do not move when gold is
 rebuilt, and two engines give the same keys for the same data.
@@ -19,9 +21,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from rcmlake.storage.delta import Lake
+
+
+def timestamp(at: datetime) -> str:
+    """SQL for the instant ``at`` as a UTC timestamp (sessions are UTC), in any dialect."""
+    return f"CAST('{at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}' AS TIMESTAMPTZ)"
 
 
 def quote_ident(name: str) -> str:
@@ -29,28 +41,153 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does natively; the runner decides by these, never by engine name.
+
+    - ``in_process``: reads Arrow objects of the Python process where they are (DuckDB);
+      otherwise they are uploaded, so only small ones are registered (Spark Connect).
+    - ``merge_records_metadata``: its MERGE commits carry rcmlake's commit metadata.
+      Where not (Spark's ``MERGE INTO`` has no per-statement metadata, and Sail ignores
+      ``spark.databricks.delta.commitInfo.userMetadata``), the lake stamps the merge with
+      a metadata-only commit right after it.
+    - ``empty_writes_commit``: writing no rows still commits (delta-rs does; Sail writes
+      nothing). Where not, the lake commits the empty result itself.
+    """
+
+    in_process: bool = True
+    merge_records_metadata: bool = True
+    empty_writes_commit: bool = True
+
+
 class EngineSession(AbstractContextManager["EngineSession"], ABC):
-    """One connection's worth of state: registered relations and temp tables."""
+    """One connection's worth of state: registered relations and temp tables.
+
+    SQL given to a session is written in DuckDB's dialect (``engines.dialect``); the
+    session runs it in its own. Relations may be schema-qualified (``silver.claims``).
+    Data moves between the engine and the lake through ``read_lake`` and the writes,
+    never through Python: only small results (counts, batch ids) come back as Arrow.
+    """
 
     @abstractmethod
-    def register(self, name: str, data: Any) -> None:
-        """Expose an Arrow table, record batch reader or dataset as relation ``name``."""
+    def register(self, name: str, data: pa.Table) -> None:
+        """Expose a small Arrow table (batch ids, parameters) as relation ``name``."""
+
+    @abstractmethod
+    def read_lake(
+        self,
+        name: str,
+        lake: Lake,
+        path: str,
+        *,
+        empty: pa.Schema | None = None,
+        version: int | None = None,
+    ) -> bool:
+        """Expose the Delta table ``path`` (its ``version``) as relation ``name``; a table not
+        written yet reads as an empty table of ``empty`` when given. Returns whether it exists."""
 
     @abstractmethod
     def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
-        """Run a query and return its result as one Arrow table."""
+        """Run a query and return its (small) result as one Arrow table."""
 
-    @abstractmethod
     def stream(self, query: str, params: list[Any] | None = None) -> pa.RecordBatchReader:
-        """Run a query and stream its result (writes consume it batch by batch)."""
+        """Stream a result into this process (in-process engines: bronze, exports)."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream results to the client")
 
     @abstractmethod
     def execute(self, statement: str, params: list[Any] | None = None) -> None:
-        """Run a statement for its effect (CREATE TEMP TABLE …)."""
+        """Run a statement for its effect (CREATE TEMP VIEW …)."""
+
+    @abstractmethod
+    def materialize(self, name: str, query: str, params: list[Any] | None = None) -> None:
+        """Compute ``query`` once into temp table ``name`` (later statements read it)."""
+
+    @abstractmethod
+    def columns(self, relation: str) -> dict[str, str]:
+        """Column name → type of ``relation``, types named as DuckDB names them."""
+
+    @abstractmethod
+    def write(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        mode: str = "append",
+        metadata: dict[str, Any] | None = None,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        comments: dict[str, str] | None = None,
+        schema_mode: str | None = None,
+        predicate: str | None = None,
+    ) -> int:
+        """Write ``query``'s result to Delta table ``path`` in one commit; returns its version."""
+
+    @abstractmethod
+    def merge(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        on: list[str],
+        update_when: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Upsert ``query``'s rows (alias ``s``) into ``path`` (alias ``t``) by key ``on``:
+        update matched rows satisfying ``update_when``, insert the rest."""
+
+    @abstractmethod
+    def merge_scd2(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        key: str,
+        columns: list[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Apply an SCD2 change set (``Lake.merge_scd2`` describes its rows) in one commit."""
+
+    @abstractmethod
+    def update_columns(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        *,
+        on: list[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Set the non-key columns of ``query``'s rows on the rows matching them by ``on``."""
 
     def scalar(self, query: str, params: list[Any] | None = None) -> Any:
         table = self.sql(query, params)
         return table.column(0)[0].as_py() if table.num_rows else None
+
+    def select_list(self, relation: str, exclude: tuple[str, ...] = ()) -> str:
+        """``relation``'s columns but ``exclude``, quoted: ``* EXCLUDE`` in any dialect."""
+        return ", ".join(quote_ident(c) for c in self.columns(relation) if c not in exclude)
+
+    def union_all_by_name(self, name: str, queries: list[str]) -> None:
+        """View ``name``: the rows of ``queries`` matched by column name, a column missing
+        from a query as NULL (DuckDB's ``UNION ALL BY NAME``, in any dialect)."""
+        parts = []
+        for i, query in enumerate(queries):
+            self.execute(f"CREATE OR REPLACE TEMP VIEW {name}_{i} AS {query}")
+            parts.append((f"{name}_{i}", list(self.columns(f"{name}_{i}"))))
+        every = list(dict.fromkeys(c for _, cols in parts for c in cols))
+        selects = [
+            "SELECT "
+            + ", ".join(quote_ident(c) if c in cols else f"NULL AS {quote_ident(c)}" for c in every)
+            + f" FROM {view}"
+            for view, cols in parts
+        ]
+        self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL ".join(selects))
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -63,6 +200,7 @@ class Engine(ABC):
     """A factory of sessions plus what the engine can do."""
 
     name: str = "engine"
+    capabilities = Capabilities()
 
     def list_of_present(self, items: list[str]) -> str:
         """SQL for the list of the non-NULL values of ``items`` (rule names that failed)."""
@@ -114,7 +252,6 @@ class Engine(ABC):
         ) or raw.startswith("DECIMAL")
         floating = raw in ("FLOAT", "DOUBLE", "REAL")
         v = self.missing_as_null(expr if is_text else f"CAST({expr} AS VARCHAR)")
-        formats = "[" + ", ".join(f"'{f}'" for f in self.DATE_FORMATS) + "]"
         if target == "raw":
             return expr
         if target == "text":
@@ -128,16 +265,16 @@ class Engine(ABC):
                 return expr
             if raw.startswith("TIMESTAMP"):
                 return f"CAST({expr} AS DATE)"
-            return f"coalesce(TRY_CAST({v} AS DATE), CAST(try_strptime({v}, {formats}) AS DATE))"
+            return f"coalesce(TRY_CAST({v} AS DATE), CAST({self._parsed(v)} AS DATE))"
         if target == "timestamp":
             if raw == "TIMESTAMP WITH TIME ZONE":
                 return f"CAST({expr} AS TIMESTAMP)"  # the session is UTC
             if raw in ("DATE", "TIMESTAMP") or raw.startswith("TIMESTAMP"):
                 ts = f"CAST({expr} AS TIMESTAMP)"
             else:
-                ts = f"coalesce(TRY_CAST({v} AS TIMESTAMP), try_strptime({v}, {formats}))"
+                ts = f"coalesce(TRY_CAST({v} AS TIMESTAMP), {self._parsed(v)})"
             if timezone:
-                return f"CAST(timezone('{timezone}', {ts}) AS TIMESTAMP)"
+                return f"local_to_utc({ts}, '{timezone}')"
             return ts
         if target == "decimal":
             if numeric:
@@ -151,6 +288,10 @@ class Engine(ABC):
                 return f"TRY_CAST({expr} AS BIGINT)"
             return f"coalesce(TRY_CAST({v} AS BIGINT), TRY_CAST(TRY_CAST({v} AS DECIMAL(38, 6)) AS BIGINT))"
         raise ValueError(f"unknown CDM type {target!r}")
+
+    def _parsed(self, v: str) -> str:
+        """``v`` parsed by the first of ``DATE_FORMATS`` that fits (NULL if none does)."""
+        return "coalesce(" + ", ".join(f"try_strptime({v}, '{f}')" for f in self.DATE_FORMATS) + ")"
 
     def cast_error(self, column: str, expr: str, raw_type: str, typed: str) -> str | None:
         """SQL for the column's name when a present value did not type, else NULL.

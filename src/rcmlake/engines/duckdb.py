@@ -1,4 +1,5 @@
-"""DuckDB, the embedded engine: Arrow in, Arrow out, spilling to disk past its memory limit."""
+"""DuckDB, the embedded engine: reads Delta through delta-rs' datasets, streams its results
+into delta-rs writes, and spills to disk past its memory limit."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from rcmlake.engines.base import Engine, EngineSession
+from rcmlake.engines.dialect import view_name
 from rcmlake.errors import EngineError, scrub
+from rcmlake.storage.delta import Lake
+from rcmlake.storage.lake_types import to_lake_stream
 
 BATCH_ROWS = 122_880  # DuckDB's row group size: batches stay bounded whatever the table size
 
@@ -24,6 +28,8 @@ MACROS = (
     # a version is its natural key and its start, as epoch microseconds (no time zone in the text)
     "CREATE MACRO version_key(natural_key, version_start) AS surrogate_key("
     "CAST(natural_key AS VARCHAR) || '|' || CAST(epoch_us(version_start) AS VARCHAR))",
+    # wall-clock time in a zone, as naive UTC (the session is UTC)
+    "CREATE MACRO local_to_utc(ts, zone) AS CAST(timezone(zone, ts) AS TIMESTAMP)",
 )
 
 
@@ -76,11 +82,34 @@ def scannable(data: Any) -> Any:
 
 
 class DuckDBSession(EngineSession):
+    """Writes stream DuckDB's result batches into delta-rs: no table is ever whole in Python."""
+
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
 
     def register(self, name: str, data: Any) -> None:
-        self.con.register(name, scannable(data))
+        schema, _, _ = name.rpartition(".")
+        if not schema:
+            self.con.register(name, scannable(data))
+            return
+        self.con.register(view_name(name), scannable(data))
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {view_name(name)}")
+
+    def read_lake(
+        self,
+        name: str,
+        lake: Lake,
+        path: str,
+        *,
+        empty: pa.Schema | None = None,
+        version: int | None = None,
+    ) -> bool:
+        data = lake.dataset(path, version)
+        if data is None and empty is None:
+            return False
+        self.register(name, data if data is not None else empty.empty_table())  # type: ignore[union-attr]
+        return data is not None
 
     def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
         try:
@@ -100,6 +129,90 @@ class DuckDBSession(EngineSession):
             self.con.execute(statement, params or [])
         except duckdb.Error as exc:
             raise _translated(exc) from None
+
+    def materialize(self, name: str, query: str, params: list[Any] | None = None) -> None:
+        schema, _, _ = name.rpartition(".")
+        if schema:  # temp tables have no schema; the session's database is in memory anyway
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            self.execute(f"CREATE OR REPLACE TABLE {name} AS {query}", params)
+        else:
+            self.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}", params)
+
+    def columns(self, relation: str) -> dict[str, str]:
+        rows = self.sql(f"DESCRIBE {relation}").to_pylist()
+        return {r["column_name"]: r["column_type"] for r in rows}
+
+    def _rows(
+        self, query: str, params: list[Any] | None, comments: dict[str, str] | None = None
+    ) -> pa.RecordBatchReader:
+        return to_lake_stream(self.stream(query, params), comments)
+
+    def write(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        mode: str = "append",
+        metadata: dict[str, Any] | None = None,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+        comments: dict[str, str] | None = None,
+        schema_mode: str | None = None,
+        predicate: str | None = None,
+    ) -> int:
+        return lake.write(
+            path,
+            self._rows(query, params, comments),
+            mode=mode,
+            metadata=metadata,
+            partition_by=partition_by,
+            description=description,
+            schema_mode=schema_mode,
+            predicate=predicate,
+        )
+
+    def merge(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        on: list[str],
+        update_when: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        lake.merge(
+            path, self._rows(query, params), on=on, update_when=update_when, metadata=metadata
+        )
+
+    def merge_scd2(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        params: list[Any] | None = None,
+        *,
+        key: str,
+        columns: list[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        lake.merge_scd2(
+            path, self._rows(query, params), key=key, columns=columns, metadata=metadata
+        )
+
+    def update_columns(
+        self,
+        lake: Lake,
+        path: str,
+        query: str,
+        *,
+        on: list[str],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        lake.update_columns(path, self._rows(query, None), on=on, metadata=metadata)
 
     def close(self) -> None:
         self.con.close()

@@ -87,7 +87,7 @@ def load_table(
     since = last_watermark(ctx, path) if table.load_type == "incremental" else None
     rec.watermark_from = since
     reader = source.extract(table, since, columns, ctx.config.run.batch_rows)
-    with ctx.engine.session() as s:
+    with ctx.extractor.session() as s:
         s.register("incoming", reader)
         s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")

@@ -27,9 +27,15 @@ class RunContext:
     config: ProjectConfig
     lake: Lake
     audit: AuditLog
-    engine: Engine
+    engine: Engine  # silver and gold
     console: Console
     run_id: str = field(default_factory=lambda: new_id("run"))
+    local: Engine | None = None  # in-process engine bronze extracts with (default: ``engine``)
+
+    @property
+    def extractor(self) -> Engine:
+        """The engine bronze runs on: always in this process, next to the source readers."""
+        return self.local or self.engine
 
     def record(
         self, layer: str, datasource: str, table: str, load_type: str, **extra: Any

@@ -26,7 +26,6 @@ from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.delta import is_maintenance
-from rcmlake.storage.lake_types import to_lake_stream
 from rcmlake.transforms import Model, models
 
 
@@ -98,7 +97,7 @@ def default_as_of(s: Any) -> date:
             FROM silver.transactions WHERE NOT is_quarantined
             UNION ALL
             SELECT CAST(greatest(service_date, claim_date) AS DATE) FROM silver.claims WHERE NOT is_quarantined
-        ) WHERE d <= current_date""")
+        ) AS days WHERE d <= current_date""")
     return top or datetime.now(UTC).date()
 
 
@@ -136,7 +135,7 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
         cfg = ctx.config.gold
         as_of = cfg.as_of or default_as_of(s)
         s.register(
-            "params_src",
+            "params",
             pa.table(
                 {
                     "as_of_date": [as_of],
@@ -147,8 +146,6 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                 }
             ),
         )
-        s.execute("CREATE OR REPLACE TEMP TABLE params AS SELECT * FROM params_src")
-        s.execute("CREATE SCHEMA IF NOT EXISTS gold")
         failed = False
         for m in all_models:
             rec = _start(ctx, m)
@@ -156,14 +153,15 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
                 continue
             try:
-                s.execute(f"CREATE OR REPLACE TABLE gold.{m.name} AS {m.sql}")
+                s.materialize(f"gold.{m.name}", m.sql)
                 rec.rows_read = rec.rows_written = int(
                     s.scalar(f"SELECT count(*) FROM gold.{m.name}")
                 )
-                rows = to_lake_stream(s.stream(f"SELECT * FROM gold.{m.name}"), m.describe())
-                rec.delta_version = versions[m.name] = ctx.lake.write(
+                rec.delta_version = versions[m.name] = s.write(
+                    ctx.lake,
                     gold_path(m.name),
-                    rows,
+                    f"SELECT * FROM gold.{m.name}",
+                    comments=m.describe(),
                     mode="overwrite",
                     schema_mode="overwrite",
                     partition_by=m.spec.get("partition_by"),
@@ -179,6 +177,11 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                         "aging_basis": cfg.aging_basis,
                     },
                 )
+                if not ctx.engine.capabilities.in_process:
+                    # later models read what was written, not the whole chain recomputed
+                    s.read_lake(
+                        f"gold.{m.name}", ctx.lake, gold_path(m.name), version=versions[m.name]
+                    )
                 faults.point("gold.after_commit")
                 rec.finish("success")
             except RcmlakeError as exc:

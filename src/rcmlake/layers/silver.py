@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 
 from rcmlake import faults
 from rcmlake.config.models import ProjectConfig
-from rcmlake.engines.base import EngineSession
+from rcmlake.engines.base import EngineSession, timestamp
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.bronze import CODESET_TABLES, feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
-from rcmlake.storage.lake_types import UTC_TS, to_lake, to_lake_stream
+from rcmlake.storage.lake_types import UTC_TS
 from rcmlake.transforms import (
     CODESETS,
     Model,
@@ -84,16 +84,13 @@ def processed(ctx: RunContext) -> pa.Table:
 def register_silver(s: EngineSession, ctx: RunContext, needed: str | None = None) -> None:
     """Current silver tables as ``silver.<entity>`` for rules that look up other entities;
     with ``needed`` (SQL text), only the entities it names, so each open is paid for once."""
-    s.execute("CREATE SCHEMA IF NOT EXISTS silver")
+    empty = empty_silver()
     for m in models("silver"):
         if needed is not None and f"silver.{m.name}" not in needed:
             continue
-        data = ctx.lake.dataset(silver_path(m.name))
-        name = f"silver_{m.name}"
         # an entity with no data yet (NPI enrichment off, no 835 files) reads as an empty
         # table of the schema its model builds
-        s.register(name, data if data is not None else empty_silver()[m.name].empty_table())
-        s.execute(f"CREATE OR REPLACE VIEW silver.{m.name} AS SELECT * FROM {name}")
+        s.read_lake(f"silver.{m.name}", ctx.lake, silver_path(m.name), empty=empty[m.name])
 
 
 def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[tuple[str, str]]:
@@ -101,11 +98,9 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
     parts, staged = [], []
     s.register("seen", seen)
     for ds, path in inputs(ctx.config, m):
-        data = ctx.lake.dataset(path)
-        if data is None:
-            continue
         rel = f"bronze_{ds}_{m.source}"
-        s.register(rel, data)
+        if not s.read_lake(rel, ctx.lake, path):
+            continue
         fresh = s.sql(
             f"SELECT DISTINCT _batch_id FROM {rel} WHERE _batch_id NOT IN "
             f"(SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
@@ -114,10 +109,10 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
         if not batches:
             continue
         staged += [(ds, b) for b in batches]
-        parts.append(_typed_select(s, ctx, m, ds, rel, data.schema.names))
+        parts.append(_typed_select(s, ctx, m, ds, rel, list(s.columns(rel))))
     if parts:
-        s.execute("CREATE OR REPLACE TEMP VIEW stage0 AS " + " UNION ALL BY NAME ".join(parts))
-        cdm = [c for c in s.sql("SELECT * FROM stage0 LIMIT 0").column_names if c not in LINEAGE]
+        s.union_all_by_name("stage0", parts)
+        cdm = [c for c in s.columns("stage0") if c not in LINEAGE]
         s.execute(
             f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
         )
@@ -146,7 +141,7 @@ def _typed_select(
     except EngineError:
         _name_the_mapping(s, mapped, columns, rel, f"{ds}.{m.source}")
         raise
-    raw_types = {r["column_name"]: r["column_type"] for r in s.sql(f"DESCRIBE {view}").to_pylist()}
+    raw_types = s.columns(view)
     source = ctx.config.sources.get(ds)
     zone = getattr(source, "timezone", None)
     types = cdm_types(m)
@@ -199,14 +194,20 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
     Rows that share key and source time but differ are all kept, each quarantined as
     ``unique_key``: which one is right is for the source to say, and nothing is dropped."""
     key = m.key
+    # more than one content for a key and time: the smallest and largest hash differ (a
+    # DISTINCT window aggregate says the same, but Spark has none); of exact repeats the
+    # one of the smallest batch id is kept, on any engine
     s.execute(f"""
         CREATE OR REPLACE TEMP VIEW ranked AS
         SELECT *,
-               count(DISTINCT _row_hash) OVER (PARTITION BY {key}, source_modified_at) > 1 AS _conflict,
-               row_number() OVER (PARTITION BY {key}, source_modified_at, _row_hash) AS _rn
+               min(_row_hash) OVER (PARTITION BY {key}, source_modified_at)
+                   <> max(_row_hash) OVER (PARTITION BY {key}, source_modified_at) AS _conflict,
+               row_number() OVER (PARTITION BY {key}, source_modified_at, _row_hash
+                                  ORDER BY _batch_id) AS _rn
         FROM modeled""")
     s.execute(
-        "CREATE OR REPLACE TEMP VIEW deduped AS SELECT * EXCLUDE (_rn) FROM ranked WHERE _rn = 1"
+        f"CREATE OR REPLACE TEMP VIEW deduped AS SELECT {s.select_list('ranked', ('_rn',))} "
+        "FROM ranked WHERE _rn = 1"
     )
     evaluate(s, ctx, m, "deduped", "checked")
 
@@ -225,13 +226,16 @@ def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str)
         ]
 
     conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
-    s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT * EXCLUDE (_conflict, _failures),
+    s.materialize(
+        out,
+        f"""
+        SELECT {s.select_list(source, ("_conflict",))},
                _failures AS dq_failures,
                {ctx.engine.list_of_present(hits("warn"))} AS dq_warnings,
-               len(_failures) > 0 AS is_quarantined
-        FROM (SELECT *, {ctx.engine.list_of_present([*hits("error"), conflict])} AS _failures FROM {source})""")
+               array_length(_failures) > 0 AS is_quarantined
+        FROM (SELECT *, {ctx.engine.list_of_present([*hits("error"), conflict])} AS _failures
+              FROM {source}) AS f""",
+    )
 
 
 def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> int:
@@ -253,36 +257,45 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     if not changed and not dependent:
         return 0
     register_silver(s, ctx, references(ctx.config, m))
-    s.register("requalify_src", current)
-    listed = ", ".join(f"'{d}'" for d in dependent)
-    where = "true" if changed else f"is_quarantined AND list_has_any(dq_failures, [{listed}])"
-    s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE recheck AS
-        SELECT * EXCLUDE (dq_failures, dq_warnings, is_quarantined),
+    s.read_lake("requalify_src", ctx.lake, path)
+    hit = " OR ".join(f"list_contains(dq_failures, '{d}')" for d in dependent)
+    where = "true" if changed else f"is_quarantined AND ({hit})"
+    kept = s.select_list("requalify_src", ("dq_failures", "dq_warnings", "is_quarantined"))
+    s.materialize(
+        "recheck",
+        f"""
+        SELECT {kept},
                dq_failures AS _old_failures, dq_warnings AS _old_warnings,
                is_quarantined AS _was_quarantined,
                list_contains(dq_failures, '{UNIQUE_KEY}') AS _conflict
-        FROM requalify_src WHERE {where}""")
+        FROM requalify_src WHERE {where}""",
+    )
     evaluate(s, ctx, m, "recheck", "rechecked")
     identity = [m.key, "effective_from"] if m.history == "scd2" else [m.key]
     cols = ", ".join(identity)
-    moved = s.sql(
+    s.materialize(
+        "moved",
         f"""
-        SELECT {cols}, dq_failures, dq_warnings, is_quarantined, ? AS _updated_at,
+        SELECT {cols}, dq_failures, dq_warnings, is_quarantined,
+               {timestamp(datetime.now(UTC))} AS _updated_at,
                _was_quarantined AND NOT is_quarantined AS _released
         FROM rechecked
         WHERE list_sort(dq_failures) IS DISTINCT FROM list_sort(_old_failures)
            OR list_sort(dq_warnings) IS DISTINCT FROM list_sort(_old_warnings)""",
-        [datetime.now(UTC)],
     )
-    meta = {**_meta(ctx, rec), "rules": fp, "requalified": moved.num_rows}
-    if moved.num_rows == 0:
+    got = s.sql("SELECT count(*) AS n, count(*) FILTER (WHERE _released) AS r FROM moved")
+    moved, released = int(got["n"][0].as_py()), int(got["r"][0].as_py())
+    meta = {**_meta(ctx, rec), "rules": fp, "requalified": moved}
+    if moved == 0:
         if changed:  # an empty commit records that these rules were applied to every row
             ctx.lake.write(path, current.schema.empty_table(), mode="append", metadata=meta)
         return 0
-    released = int(pc.sum(moved["_released"]).as_py() or 0)
-    ctx.lake.update_columns(
-        path, to_lake(moved.drop_columns(["_released"])), on=identity, metadata=meta
+    s.update_columns(
+        ctx.lake,
+        path,
+        f"SELECT {cols}, dq_failures, dq_warnings, is_quarantined, _updated_at FROM moved",
+        on=identity,
+        metadata=meta,
     )
     rec.rows_released += released
     return released
@@ -344,7 +357,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
             register_silver(s, ctx, references(ctx.config, m))
-            s.execute(f"CREATE OR REPLACE TEMP TABLE modeled AS {m.sql}")
+            s.materialize("modeled", m.sql)
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
             now = datetime.now(UTC)
@@ -428,20 +441,19 @@ def _write_full(
         r["datasource"] for r in s.sql("SELECT DISTINCT datasource FROM checked").to_pylist()
     )
     predicate = "datasource IN (" + ", ".join(f"'{d}'" for d in sources) + ")"
-    current = ctx.lake.dataset(silver_path(m.name))
-    exists = current is not None
-    rows = "SELECT *, ? AS _updated_at FROM checked"
-    if current is not None:
+    exists = s.read_lake("full_now", ctx.lake, silver_path(m.name))
+    rows = [f"SELECT *, {timestamp(now)} AS _updated_at FROM checked"]
+    if exists:
         # Two rows for one key (a duplicated department) are both quarantined; the good row
         # silver already holds for that key stays, so gold keeps the department meanwhile.
-        s.register("full_now", current)
-        rows += f"""
-            UNION ALL BY NAME
+        rows.append(f"""
             SELECT * FROM full_now WHERE {predicate} AND NOT is_quarantined AND {m.key} IN
-                (SELECT {m.key} FROM checked WHERE list_contains(dq_failures, '{UNIQUE_KEY}'))"""
-    ctx.lake.write(
+                (SELECT {m.key} FROM checked WHERE list_contains(dq_failures, '{UNIQUE_KEY}'))""")
+    s.union_all_by_name("full_rows", rows)
+    s.write(
+        ctx.lake,
         silver_path(m.name),
-        to_lake_stream(s.stream(rows, [now])),
+        "SELECT * FROM full_rows",
         mode="overwrite",
         metadata=_meta(ctx, rec, None if exists else m),
         schema_mode=None if exists else "overwrite",
@@ -454,13 +466,20 @@ def _write_upsert(
     s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
 ) -> tuple[int, int]:
     """Latest version per key; merge where content changed and the source is not older."""
-    s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE latest AS SELECT * FROM checked
-        QUALIFY row_number() OVER (PARTITION BY {m.key} ORDER BY source_modified_at DESC NULLS LAST, _row_hash) = 1""")
+    s.materialize(
+        "latest",
+        f"""
+        SELECT {s.select_list("checked")} FROM (
+            SELECT *, row_number() OVER (PARTITION BY {m.key}
+                                         ORDER BY source_modified_at DESC NULLS LAST, _row_hash) AS _rn
+            FROM checked) AS r
+        WHERE _rn = 1""",
+    )
     exists = ctx.lake.exists(silver_path(m.name))
-    ctx.lake.merge(
+    s.merge(
+        ctx.lake,
         silver_path(m.name),
-        to_lake_stream(s.stream("SELECT *, ? AS _updated_at FROM latest", [now])),
+        f"SELECT *, {timestamp(now)} AS _updated_at FROM latest",
         on=[m.key],
         metadata=_meta(ctx, rec, None if exists else m),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
@@ -475,30 +494,34 @@ def _write_scd2(
     """Close current versions whose tracked columns changed and open new ones, in one MERGE."""
     key = m.key
     th = ctx.engine.row_hash(tracked(ctx.config, m.name))
-    current = ctx.lake.dataset(silver_path(m.name))
-    if current is not None:
-        s.register("current_all", current)
-        s.execute(
-            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT {key}, effective_from, source_modified_at, "
-            f"{th} AS _th FROM current_all WHERE is_current"
+    path = silver_path(m.name)
+    exists = s.read_lake("current_all", ctx.lake, path)
+    if exists:
+        s.materialize(
+            "cur",
+            f"SELECT {key}, effective_from, source_modified_at, {th} AS _th "
+            "FROM current_all WHERE is_current",
         )
         # the versions that share the current one's source time: a batch processed again (a
         # run killed between the commit and marking its batches) brings them back as rows
-        s.execute(f"""
-            CREATE OR REPLACE TEMP TABLE held AS
+        s.materialize(
+            "held",
+            f"""
             SELECT a.{key}, a._row_hash, a.source_modified_at FROM current_all a JOIN cur USING ({key})
             WHERE a.source_modified_at = cur.source_modified_at
-              AND a.{key} IN (SELECT {key} FROM checked)""")
-    else:
-        s.execute(
-            f"CREATE OR REPLACE TEMP TABLE cur AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
-            "CAST(NULL AS TIMESTAMP) AS effective_from, CAST(NULL AS TIMESTAMP) AS source_modified_at, "
-            "CAST(NULL AS VARCHAR) AS _th WHERE false"
+              AND a.{key} IN (SELECT {key} FROM checked)""",
         )
-        s.execute(
-            f"CREATE OR REPLACE TEMP TABLE held AS SELECT CAST(NULL AS VARCHAR) AS {key}, "
-            "CAST(NULL AS VARCHAR) AS _row_hash, CAST(NULL AS TIMESTAMP) AS source_modified_at "
-            "WHERE false"
+    else:
+        s.materialize(
+            "cur",
+            f"SELECT CAST(NULL AS VARCHAR) AS {key}, CAST(NULL AS TIMESTAMP) AS effective_from, "
+            "CAST(NULL AS TIMESTAMP) AS source_modified_at, CAST(NULL AS VARCHAR) AS _th "
+            "WHERE false",
+        )
+        s.materialize(
+            "held",
+            f"SELECT CAST(NULL AS VARCHAR) AS {key}, CAST(NULL AS VARCHAR) AS _row_hash, "
+            "CAST(NULL AS TIMESTAMP) AS source_modified_at WHERE false",
         )
     # Incoming versions not older than the current one, in source-time order; at equal source
     # times the current version comes first (it was ingested first), so a same-day edit of a
@@ -508,63 +531,72 @@ def _write_scd2(
     # valid for an empty interval. A row that already is a version (same key, source row and
     # source time) is a replay and adds nothing, so processing a batch twice changes nothing.
     s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE versions AS
-        WITH incoming AS (
-            SELECT c.*, {th} AS _th, false AS _existing, c.source_modified_at AS _from FROM checked c
-            LEFT JOIN cur USING ({key})
-            WHERE (cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at)
-              AND NOT EXISTS (
-                  SELECT 1 FROM held h WHERE h.{key} = c.{key} AND h._row_hash = c._row_hash
-                  AND h.source_modified_at = c.source_modified_at)
-        ), chain AS (
-            SELECT {key}, _th, source_modified_at, effective_from AS _from, true AS _existing FROM cur
-            WHERE {key} IN (SELECT {key} FROM incoming)
-            UNION ALL BY NAME SELECT * FROM incoming
-        ), steps AS (
-            SELECT *, lag(_th) OVER (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash) AS _prev
-            FROM chain
-        )
-        SELECT * EXCLUDE (_prev) FROM steps WHERE _prev IS NULL OR _prev <> _th""")
-    s.execute(f"""
-        CREATE OR REPLACE TEMP TABLE chained AS
-        WITH started AS (
-            SELECT * EXCLUDE (_from),
-                   CASE WHEN _from <= lag(_from) OVER w THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND
-                        ELSE _from END AS _start
-            FROM versions
-            WINDOW w AS (PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash)
-        )
-        SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started""")
+        CREATE OR REPLACE TEMP VIEW incoming AS
+        SELECT c.*, {th} AS _th, false AS _existing, c.source_modified_at AS _from FROM checked c
+        LEFT JOIN cur USING ({key})
+        WHERE (cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at)
+          AND NOT EXISTS (
+              SELECT 1 FROM held h WHERE h.{key} = c.{key} AND h._row_hash = c._row_hash
+              AND h.source_modified_at = c.source_modified_at)""")
+    s.union_all_by_name(
+        "chain",
+        [
+            f"SELECT {key}, _th, source_modified_at, effective_from AS _from, true AS _existing "
+            f"FROM cur WHERE {key} IN (SELECT {key} FROM incoming)",
+            "SELECT * FROM incoming",
+        ],
+    )
+    order = f"PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash"
     s.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE new_versions AS
-        SELECT * EXCLUDE (_th, _existing, _next, _start),
+        f"CREATE OR REPLACE TEMP VIEW steps AS SELECT *, lag(_th) OVER ({order}) AS _prev FROM chain"
+    )
+    s.materialize(
+        "versions",
+        f"SELECT {s.select_list('steps', ('_prev',))} FROM steps WHERE _prev IS NULL OR _prev <> _th",
+    )
+    s.execute(f"""
+        CREATE OR REPLACE TEMP VIEW started AS
+        SELECT {s.select_list("versions", ("_from",))},
+               CASE WHEN _from <= lag(_from) OVER w THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND
+                    ELSE _from END AS _start
+        FROM versions
+        WINDOW w AS ({order})""")
+    s.materialize(
+        "chained",
+        f"SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started",
+    )
+    kept = s.select_list("chained", ("_th", "_existing", "_next", "_start"))
+    s.materialize(
+        "new_versions",
+        f"""
+        SELECT {kept},
                _start AS effective_from, _next AS effective_to, _next IS NULL AS is_current,
-               CAST(? AS TIMESTAMPTZ) AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
+               {timestamp(now)} AS _updated_at, CAST(NULL AS VARCHAR) AS _merge_key
         FROM chained WHERE NOT _existing""",
-        [now],
     )
     written = _counts(s, "new_versions")
     if written[0] == 0:
         return 0, 0
-    path = silver_path(m.name)
-    if current is None:
-        rows = to_lake_stream(s.stream("SELECT * EXCLUDE (_merge_key) FROM new_versions"))
-        ctx.lake.write(path, rows, mode="append", metadata=_meta(ctx, rec, m))  # created
+    columns = [c for c in s.columns("new_versions") if c != "_merge_key"]
+    if not exists:
+        rows = f"SELECT {s.select_list('new_versions', ('_merge_key',))} FROM new_versions"
+        s.write(ctx.lake, path, rows, mode="append", metadata=_meta(ctx, rec, m))  # created
         return written
-    columns = [
-        c for c in s.sql("SELECT * FROM new_versions LIMIT 0").column_names if c != "_merge_key"
-    ]
     # closing rows (_merge_key = key: end the current version) and new versions (_merge_key NULL)
-    staged = s.stream(
-        f"""
-        SELECT * FROM new_versions
-        UNION ALL BY NAME
-        SELECT {key} AS _merge_key, _next AS effective_to, CAST(? AS TIMESTAMPTZ) AS _updated_at
-        FROM chained WHERE _existing AND _next IS NOT NULL""",
-        [now],
+    s.union_all_by_name(
+        "scd2_changes",
+        [
+            "SELECT * FROM new_versions",
+            f"SELECT {key} AS _merge_key, _next AS effective_to, {timestamp(now)} AS _updated_at "
+            "FROM chained WHERE _existing AND _next IS NOT NULL",
+        ],
     )
-    ctx.lake.merge_scd2(
-        path, to_lake_stream(staged), key=key, columns=columns, metadata=_meta(ctx, rec)
+    s.merge_scd2(
+        ctx.lake,
+        path,
+        "SELECT * FROM scd2_changes",
+        key=key,
+        columns=columns,
+        metadata=_meta(ctx, rec),
     )
     return written

@@ -171,7 +171,7 @@ class Lake:
     def update_columns(
         self,
         path: str,
-        source: pa.Table,
+        source: pa.Table | pa.RecordBatchReader,
         *,
         on: Iterable[str],
         metadata: dict[str, Any] | None = None,
@@ -183,7 +183,7 @@ class Lake:
         assert dt is not None
         keys = list(on)
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
-        updates = {c: f"s.{_q(c)}" for c in source.column_names if c not in keys}
+        updates = {c: f"s.{_q(c)}" for c in source.schema.names if c not in keys}
         with _translated(path, "update"):
             merger = _merger(dt, source, predicate, metadata)
             return dict(merger.when_matched_update(updates).execute())
@@ -297,9 +297,12 @@ class Lake:
             return []
         out = []
         for info in dt.history(limit):
+            # delta-rs keeps custom metadata as commitInfo keys; Spark as one JSON userMetadata
+            user = _load(info.get("userMetadata"))
+            fields = {**info, **(user if isinstance(user, dict) else {})}
             meta = {
                 k.removeprefix(META_PREFIX): _load(v)
-                for k, v in info.items()
+                for k, v in fields.items()
                 if k.startswith(META_PREFIX)
             }
             out.append({**info, "rcmlake": meta})
@@ -340,12 +343,15 @@ def _translated(path: str, doing: str) -> Iterator[None]:
         raise StorageError(f"cannot {doing} {path}: {scrub(str(exc).splitlines()[0])}") from None
 
 
+def custom_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    """rcmlake's commit metadata as commitInfo entries: ``rcmlake.<key>`` → JSON."""
+    return {META_PREFIX + k: json.dumps(v) for k, v in metadata.items()}
+
+
 def _props(metadata: dict[str, Any] | None) -> CommitProperties | None:
     if not metadata:
         return None
-    return CommitProperties(
-        custom_metadata={META_PREFIX + k: json.dumps(v) for k, v in metadata.items()}
-    )
+    return CommitProperties(custom_metadata=custom_metadata(metadata))
 
 
 def _load(value: Any) -> Any:

@@ -1,0 +1,131 @@
+"""rcmlake's SQL, written once (DuckDB's dialect), as other engines run it.
+
+Models and the runner's own SQL are written in DuckDB's dialect plus the
+functions of ``engines/base.py`` (``surrogate_key``, ``version_key``,
+``local_to_utc``). :func:`to_spark` parses that with sqlglot, rewrites what
+sqlglot's Spark generator does not carry over, and generates Spark SQL:
+
+- ``silver.x`` / ``gold.x`` become the session's temp views ``silver_x`` / ``gold_x``
+  (Spark temp views have no schema);
+- the rcmlake functions become their Spark expressions, computing the same values
+  (the surrogate keys of both engines are equal for equal data);
+- ``isodow`` (sqlglot maps it from Sunday-first ``dayofweek``, which is off by one day
+  for every date) and ``monthname`` (Spark abbreviates it) are rewritten;
+- ``try_strptime(v, fmt)`` becomes ``try_to_timestamp`` with the format translated;
+- ``QUALIFY`` becomes a filtered subquery;
+- ``?`` parameters become literals, so one statement text reaches the server.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlglot
+from sqlglot import exp, transforms
+from sqlglot.dialects.spark import Spark
+
+from rcmlake.errors import EngineError
+
+SCHEMAS = ("silver", "gold")
+
+
+def view_name(name: str) -> str:
+    """The temp view a schema-qualified relation (``silver.claims``) is registered as."""
+    return name.replace(".", "_")
+
+
+def _spark(template: str, **args: exp.Expression) -> exp.Expression:
+    """``template`` (Spark SQL) with ``{name}`` placeholders replaced by ``args``' trees."""
+    tree = sqlglot.parse_one(template.format(**{k: f"__{k}" for k in args}), read="spark")
+
+    def put(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and node.name.startswith("__") and not node.table:
+            return args[node.name[2:]].copy()
+        return node
+
+    return tree.transform(put)
+
+
+SURROGATE = "CAST(conv(substr(md5(CAST({k} AS STRING)), 1, 15), 16, 10) AS BIGINT)"
+
+
+def _rewrite(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Table) and node.db in SCHEMAS and not node.catalog:
+        return exp.Table(
+            this=exp.to_identifier(view_name(f"{node.db}.{node.name}")),
+            alias=node.args.get("alias"),
+        )
+    if isinstance(node, exp.DayOfWeekIso):
+        return _spark("(weekday({d}) + 1)", d=node.this)
+    if isinstance(node, exp.Monthname):
+        return _spark("date_format({d}, 'MMMM')", d=node.this)
+    if isinstance(node, exp.Anonymous):
+        name = node.name.lower()
+        args = node.expressions
+        if name == "surrogate_key":
+            return _spark(SURROGATE, k=args[0])
+        if name == "version_key":
+            text = _spark(
+                "CAST({k} AS STRING) || '|' || CAST(unix_micros(CAST({t} AS TIMESTAMP)) AS STRING)",
+                k=args[0],
+                t=args[1],
+            )
+            return _spark(SURROGATE, k=text)
+        if name == "local_to_utc":
+            return _spark("to_utc_timestamp({t}, {z})", t=args[0], z=args[1])
+        if name == "try_strptime":
+            fmt = Spark().generator().format_time(exp.StrToTime(this=args[0], format=args[1]))
+            return exp.Anonymous(
+                this="try_to_timestamp", expressions=[args[0].copy(), exp.Literal.string(fmt or "")]
+            )
+    return node
+
+
+def literal(value: Any) -> exp.Expression:
+    """A Python parameter as a Spark SQL literal (timestamps as UTC)."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | Decimal):
+        return exp.Literal.number(str(value))
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return _spark(f"TIMESTAMP '{value.isoformat(sep=' ')}'")
+    if isinstance(value, date):
+        return _spark(f"DATE '{value.isoformat()}'")
+    return exp.Literal.string(str(value))
+
+
+@functools.lru_cache(maxsize=512)
+def _translated(sql: str) -> tuple[str, ...]:
+    try:
+        trees = [t for t in sqlglot.parse(sql, read="duckdb") if t is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise EngineError(f"cannot translate SQL to Spark: {str(exc).splitlines()[0]}") from None
+    out = []
+    for tree in trees:
+        tree = transforms.eliminate_qualify(tree.transform(_rewrite))
+        out.append(tree.sql(dialect="spark"))
+    return tuple(out)
+
+
+def to_spark(sql: str, params: list[Any] | None = None) -> list[str]:
+    """``sql`` (DuckDB dialect, ``;``-separated statements) as Spark SQL statements."""
+    statements = list(_translated(sql))
+    if not params:
+        return statements
+    values = iter(params)
+
+    def bind(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder):
+            return literal(next(values))
+        return node
+
+    return [
+        sqlglot.parse_one(s, read="spark").transform(bind).sql(dialect="spark") for s in statements
+    ]
