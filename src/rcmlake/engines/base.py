@@ -179,11 +179,20 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         parts = []
         for i, query in enumerate(queries):
             self.execute(f"CREATE OR REPLACE TEMP VIEW {name}_{i} AS {query}")
-            parts.append((f"{name}_{i}", list(self.columns(f"{name}_{i}"))))
-        every = list(dict.fromkeys(c for _, cols in parts for c in cols))
+            parts.append((f"{name}_{i}", self.columns(f"{name}_{i}")))
+        types: dict[str, str] = {}
+        for _, cols in parts:
+            for c, t in cols.items():
+                if types.get(c, "NULL") == "NULL":
+                    types[c] = t
+        # a missing column is a NULL of the type the other queries give it (an untyped NULL
+        # in a first branch types the whole column on some engines)
         selects = [
             "SELECT "
-            + ", ".join(quote_ident(c) if c in cols else f"NULL AS {quote_ident(c)}" for c in every)
+            + ", ".join(
+                quote_ident(c) if c in cols else f"CAST(NULL AS {t}) AS {quote_ident(c)}"
+                for c, t in types.items()
+            )
             + f" FROM {view}"
             for view, cols in parts
         ]

@@ -12,7 +12,8 @@ sqlglot's Spark generator does not carry over, and generates Spark SQL:
 - ``isodow`` (sqlglot maps it from Sunday-first ``dayofweek``, which is off by one day
   for every date) and ``monthname`` (Spark abbreviates it) are rewritten;
 - ``try_strptime(v, fmt)`` becomes ``try_to_timestamp`` with the format translated;
-- ``QUALIFY`` becomes a filtered subquery;
+- ``QUALIFY`` becomes a filtered subquery, ``GROUP BY ALL`` the list it stands for;
+- ``x IN (SELECT …)`` in a projection becomes a LEFT JOIN (Sail plans IN only in WHERE);
 - ``?`` parameters become literals, so one statement text reaches the server.
 """
 
@@ -101,6 +102,81 @@ def literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
+def _group_by_all(select: exp.Expression) -> exp.Expression:
+    """``GROUP BY ALL`` as the list of the projections that aggregate nothing (constants
+    left out: they group nothing, and Spark reads an integer literal as a column position)."""
+    if not isinstance(select, exp.Select):
+        return select
+    group = select.args.get("group")
+    if group is None or not group.args.get("all"):
+        return select
+    keys = [
+        p.unalias().copy()
+        for p in select.expressions
+        if not p.find(exp.AggFunc, exp.Window) and p.find(exp.Column)
+    ]
+    select.set("group", exp.Group(expressions=keys))
+    return select
+
+
+def _in_subqueries_as_joins(select: exp.Expression) -> exp.Expression:
+    """``x IN (SELECT y FROM r)`` in a projection (a quality rule evaluated per row) as a
+    LEFT JOIN to ``r``'s distinct ``y``: Sail plans IN subqueries only in WHERE.
+
+    Three-valued as IN is: NULL when ``x`` is NULL, or when nothing matched and ``y`` has a
+    NULL; a star projection is qualified so the joined key does not join the row.
+    """
+    if not isinstance(select, exp.Select):
+        return select
+    found = [
+        n
+        for p in select.expressions
+        for n in p.find_all(exp.In)
+        if isinstance(n.args.get("query"), exp.Subquery)
+        and isinstance(n.args["query"].this, exp.Select)
+        and not n.args["query"].this.args.get("group")
+        and not n.args["query"].this.args.get("distinct")
+    ]
+    if not found:
+        return select
+    sources = [select.args["from_"].this, *(j.this for j in select.args.get("joins") or [])]
+    names = [src.alias_or_name for src in sources]
+    select.set(
+        "expressions",
+        [
+            exp.Column(this=exp.Star(), table=exp.to_identifier(names[0]))
+            if isinstance(p, exp.Star) and len(names) == 1
+            else p
+            for p in select.expressions
+        ],
+    )
+    for i, node in enumerate(found):
+        inner = node.args["query"].this
+        value = inner.selects[0].unalias()
+        alias = f"_in{i}"
+        keys = inner.copy()
+        keys.set("expressions", [exp.alias_(value.copy(), "_k")])
+        keys.set("distinct", exp.Distinct())
+        nulls = inner.copy()
+        nulls.set("expressions", [_spark("count(*) - count({v})", v=value)])
+        select.join(
+            exp.Subquery(this=keys, alias=exp.TableAlias(this=exp.to_identifier(alias))),
+            on=exp.EQ(this=node.this.copy(), expression=exp.column("_k", table=alias)),
+            join_type="left",
+            copy=False,
+        )
+        node.replace(
+            _spark(
+                "CASE WHEN {x} IS NULL THEN NULL WHEN {k} IS NOT NULL THEN true "
+                "WHEN {n} > 0 THEN NULL ELSE false END",
+                x=node.this,
+                k=exp.column("_k", table=alias),
+                n=exp.Subquery(this=nulls),
+            )
+        )
+    return select
+
+
 @functools.lru_cache(maxsize=512)
 def _translated(sql: str) -> tuple[str, ...]:
     try:
@@ -109,7 +185,8 @@ def _translated(sql: str) -> tuple[str, ...]:
         raise EngineError(f"cannot translate SQL to Spark: {str(exc).splitlines()[0]}") from None
     out = []
     for tree in trees:
-        tree = transforms.eliminate_qualify(tree.transform(_rewrite))
+        tree = tree.transform(_rewrite).transform(_group_by_all)
+        tree = transforms.eliminate_qualify(tree.transform(_in_subqueries_as_joins))
         out.append(tree.sql(dialect="spark"))
     return tuple(out)
 

@@ -507,7 +507,8 @@ def _write_scd2(
         s.materialize(
             "held",
             f"""
-            SELECT a.{key}, a._row_hash, a.source_modified_at FROM current_all a JOIN cur USING ({key})
+            SELECT a.{key}, a._row_hash, a.source_modified_at
+            FROM current_all a JOIN cur ON cur.{key} = a.{key}
             WHERE a.source_modified_at = cur.source_modified_at
               AND a.{key} IN (SELECT {key} FROM checked)""",
         )
@@ -533,11 +534,11 @@ def _write_scd2(
     s.execute(f"""
         CREATE OR REPLACE TEMP VIEW incoming AS
         SELECT c.*, {th} AS _th, false AS _existing, c.source_modified_at AS _from FROM checked c
-        LEFT JOIN cur USING ({key})
+        LEFT JOIN cur ON cur.{key} = c.{key}
+        LEFT JOIN held h ON h.{key} = c.{key} AND h._row_hash = c._row_hash
+                        AND h.source_modified_at = c.source_modified_at
         WHERE (cur.source_modified_at IS NULL OR c.source_modified_at >= cur.source_modified_at)
-          AND NOT EXISTS (
-              SELECT 1 FROM held h WHERE h.{key} = c.{key} AND h._row_hash = c._row_hash
-              AND h.source_modified_at = c.source_modified_at)""")
+          AND h.{key} IS NULL""")
     s.union_all_by_name(
         "chain",
         [

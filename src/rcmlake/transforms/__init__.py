@@ -172,7 +172,7 @@ def rules_fingerprint(rs: list[EffectiveRule]) -> str:
 
 def _rules_of(m: Model) -> list[RuleConfig]:
     typed = RuleConfig(
-        name=VALUES_TYPED, table=m.name, predicate="len(cast_errors) = 0", severity="error"
+        name=VALUES_TYPED, table=m.name, predicate="array_length(cast_errors) = 0", severity="error"
     )
     return [typed, *(RuleConfig(table=m.name, **t) for t in m.spec.get("tests", []))]
 

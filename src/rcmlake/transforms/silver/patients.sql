@@ -1,4 +1,16 @@
 -- Patients; the literal string 'NULL' some EMRs write into name columns means missing.
+-- US address tail: `…, city, ST 12345[-6789]`, also `city ST`, no ZIP, and military
+-- `…, APO|FPO|DPO AA|AE|AP 12345` (city APO, state AE). Anything else leaves them NULL.
+WITH spaced AS (
+    SELECT *, upper(trim(regexp_replace(address, '\s+', ' ', 'g'))) AS _u FROM stage
+), a AS (
+    SELECT *,
+        nullif(regexp_extract(_u, '[ ,]([0-9]{5})(-?[0-9]{4})?$', 1), '') AS address_zip,
+        nullif(regexp_extract(_u, '(^|[ ,])([A-Z]{2})\.?( ?,? ?[0-9]{5}(-?[0-9]{4})?)?$', 2), '') AS address_state,
+        nullif(trim(regexp_extract(_u, ',([^,]+?)[ ,]+[A-Z]{2}\.?( ?,? ?[0-9]{5}(-?[0-9]{4})?)?$', 1)), '')
+            AS address_city
+    FROM spaced
+)
 SELECT
     datasource,
     trim(source_patient_id) AS source_patient_id,
@@ -27,14 +39,4 @@ SELECT
     cast_errors,
     _batch_id,
     _row_hash
-FROM stage,
--- US address tail: `…, city, ST 12345[-6789]`, also `city ST`, no ZIP, and military
--- `…, APO|FPO|DPO AA|AE|AP 12345` (city APO, state AE). Anything else leaves them NULL.
-LATERAL (
-    SELECT
-        nullif(regexp_extract(u, '[ ,]([0-9]{5})(-?[0-9]{4})?$', 1), '') AS address_zip,
-        nullif(regexp_extract(u, '(^|[ ,])([A-Z]{2})\.?( ?,? ?[0-9]{5}(-?[0-9]{4})?)?$', 2), '') AS address_state,
-        nullif(trim(regexp_extract(u, ',([^,]+?)[ ,]+[A-Z]{2}\.?( ?,? ?[0-9]{5}(-?[0-9]{4})?)?$', 1)), '')
-            AS address_city
-    FROM (SELECT upper(trim(regexp_replace(address, '\s+', ' ', 'g'))) AS u)
-) a
+FROM a

@@ -45,5 +45,5 @@ SELECT
     r._batch_id,
     r._row_hash
 FROM r
-LEFT JOIN by_id i USING (remittance_claim_key)
-LEFT JOIN by_amount a USING (remittance_claim_key)
+LEFT JOIN by_id i ON i.remittance_claim_key = r.remittance_claim_key
+LEFT JOIN by_amount a ON a.remittance_claim_key = r.remittance_claim_key

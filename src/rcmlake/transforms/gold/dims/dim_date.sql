@@ -5,7 +5,7 @@ WITH bounds AS (
         CAST(date_trunc('year', max(p.as_of_date)) + INTERVAL 2 YEAR - INTERVAL 1 DAY AS DATE) AS last_day
     FROM silver.transactions, params p
 ), days AS (
-    SELECT CAST(d AS DATE) AS date FROM bounds, generate_series(first_day, last_day, INTERVAL 1 DAY) AS s(d)
+    SELECT CAST(unnest(generate_series(first_day, last_day, INTERVAL 1 DAY)) AS DATE) AS date FROM bounds
 )
 SELECT
     CAST(strftime(date, '%Y%m%d') AS INTEGER) AS date_key,

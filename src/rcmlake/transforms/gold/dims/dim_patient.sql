@@ -11,7 +11,7 @@ WITH v AS (
     FROM silver.patients p, params q WHERE NOT is_quarantined
 )
 SELECT -1 AS patient_sk, 'unknown' AS patient_key, 'unknown' AS datasource, 'unknown' AS gender,
-       NULL AS birth_year, 'unknown' AS age_band, NULL AS state, NULL AS zip3,
+       CAST(NULL AS BIGINT) AS birth_year, 'unknown' AS age_band, CAST(NULL AS VARCHAR) AS state, CAST(NULL AS VARCHAR) AS zip3,
        DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
 SELECT

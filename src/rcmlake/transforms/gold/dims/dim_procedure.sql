@@ -3,7 +3,7 @@ WITH v AS (
     FROM silver.cpt_codes c WHERE NOT is_quarantined
 )
 SELECT -1 AS procedure_sk, 'unknown' AS cpt_code, 'Unknown' AS category, 'Unknown procedure' AS description,
-       NULL AS status, DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
+       CAST(NULL AS VARCHAR) AS status, DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
 SELECT version_key(cpt_code, CASE WHEN version = 1 THEN TIMESTAMP '1900-01-01' ELSE effective_from END), cpt_code, category, description,
        status,

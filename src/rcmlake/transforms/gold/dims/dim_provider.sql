@@ -3,9 +3,9 @@ WITH v AS (
     SELECT p.*, row_number() OVER (PARTITION BY provider_key ORDER BY effective_from) AS version
     FROM silver.providers p WHERE NOT is_quarantined
 )
-SELECT -1 AS provider_sk, 'unknown' AS provider_key, 'unknown' AS datasource, NULL AS source_provider_id,
-       NULL AS first_name, NULL AS last_name, NULL AS specialization, 'unknown' AS department_key, NULL AS npi,
-       NULL AS npi_credential, NULL AS npi_taxonomy, NULL AS npi_status,
+SELECT -1 AS provider_sk, 'unknown' AS provider_key, 'unknown' AS datasource, CAST(NULL AS VARCHAR) AS source_provider_id,
+       CAST(NULL AS VARCHAR) AS first_name, CAST(NULL AS VARCHAR) AS last_name, CAST(NULL AS VARCHAR) AS specialization, 'unknown' AS department_key, CAST(NULL AS VARCHAR) AS npi,
+       CAST(NULL AS VARCHAR) AS npi_credential, CAST(NULL AS VARCHAR) AS npi_taxonomy, CAST(NULL AS VARCHAR) AS npi_status,
        DATE '1900-01-01' AS valid_from, DATE '9999-12-31' AS valid_to, true AS is_current
 UNION ALL
 SELECT

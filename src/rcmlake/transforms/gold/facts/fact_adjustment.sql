@@ -32,6 +32,6 @@ SELECT
     a.amount,
     a.quantity
 FROM silver.claim_adjustments a
-JOIN gold.fact_remittance f USING (remittance_claim_key)
+JOIN gold.fact_remittance f ON f.remittance_claim_key = a.remittance_claim_key
 LEFT JOIN carc c ON c.carc_code = a.reason_code
 WHERE NOT a.is_quarantined

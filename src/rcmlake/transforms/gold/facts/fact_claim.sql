@@ -17,7 +17,7 @@ WITH c AS (
             CASE WHEN t.paid_date IS NOT NULL THEN 'transaction' ELSE 'claim_modified' END
         END AS paid_date_source,
         coalesce(c.deductible, 0) + coalesce(c.coinsurance, 0) + coalesce(c.copay, 0) AS patient_resp
-    FROM c LEFT JOIN t USING (transaction_key)
+    FROM c LEFT JOIN t ON t.transaction_key = c.transaction_key
 )
 SELECT
     b.claim_key,

@@ -23,7 +23,7 @@ SELECT
     CAST(coalesce(m.payment_amount, 0) AS DECIMAL(18, 2)) AS payment_amount,
     CAST(date_trunc('month', e.encounter_date) AS DATE) AS service_month
 FROM e
-LEFT JOIN money m USING (encounter_key)
+LEFT JOIN money m ON m.encounter_key = e.encounter_key
 LEFT JOIN gold.dim_patient pt
     ON pt.patient_key = e.patient_key AND e.encounter_date >= pt.valid_from AND e.encounter_date < pt.valid_to
 LEFT JOIN gold.dim_provider pr

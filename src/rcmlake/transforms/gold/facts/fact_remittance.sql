@@ -56,5 +56,5 @@ SELECT
                        ORDER BY r.payment_date, r.remittance_claim_key) AS remittance_sequence,
     r.source_file
 FROM r
-LEFT JOIN a USING (remittance_claim_key)
-LEFT JOIN gold.fact_claim fc USING (claim_key)
+LEFT JOIN a ON a.remittance_claim_key = r.remittance_claim_key
+LEFT JOIN gold.fact_claim fc ON fc.claim_key = r.claim_key

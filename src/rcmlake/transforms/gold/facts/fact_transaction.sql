@@ -29,7 +29,7 @@ SELECT
     CAST(coalesce(adj.adjustment, 0) AS DECIMAL(18, 2)) AS adjustment_amount,
     CAST(date_trunc('month', t.service_date) AS DATE) AS service_month
 FROM t
-LEFT JOIN adj USING (transaction_key)
+LEFT JOIN adj ON adj.transaction_key = t.transaction_key
 LEFT JOIN gold.dim_patient pt
     ON pt.patient_key = t.patient_key AND t.service_date >= pt.valid_from AND t.service_date < pt.valid_to
 LEFT JOIN gold.dim_provider pr

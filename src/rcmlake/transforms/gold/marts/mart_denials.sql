@@ -7,7 +7,7 @@ WITH remit AS (
     SELECT a.datasource, a.payer, a.payer_type, a.reason_code, a.reason_description, a.category,
            a.is_duplicate, a.claim_month, a.remittance_claim_key, a.amount
     FROM gold.fact_adjustment a
-    JOIN gold.fact_remittance f USING (remittance_claim_key)
+    JOIN gold.fact_remittance f ON f.remittance_claim_key = a.remittance_claim_key
     WHERE f.is_denied AND a.is_denial_adjustment
 )
 SELECT
@@ -35,5 +35,5 @@ SELECT
     CAST(sum(billed_amount) AS DECIMAL(18, 2)) AS denied_amount
 FROM gold.fact_claim c
 WHERE is_denied
-  AND NOT EXISTS (SELECT 1 FROM gold.fact_remittance f WHERE f.claim_key = c.claim_key)
+  AND c.claim_key NOT IN (SELECT claim_key FROM gold.fact_remittance WHERE claim_key IS NOT NULL)
 GROUP BY ALL

@@ -30,7 +30,7 @@ WITH charges AS (
            sum(coalesce(r.contractual, c.contractual_adjustment)) AS adjustments
     FROM gold.fact_claim c
     LEFT JOIN (SELECT claim_key, sum(contractual_adjustment) AS contractual FROM gold.fact_remittance
-               WHERE claim_key IS NOT NULL GROUP BY 1) r USING (claim_key)
+               WHERE claim_key IS NOT NULL GROUP BY 1) r ON r.claim_key = c.claim_key
     WHERE c.datasource IN (SELECT datasource FROM gold.fact_remittance)
     GROUP BY ALL
 ), charges_90 AS (
@@ -121,10 +121,10 @@ SELECT
         AS missing_fields
 FROM months m
 CROSS JOIN params p
-LEFT JOIN revenue r USING (datasource, month)
-LEFT JOIN remitted rm USING (datasource, month)
-LEFT JOIN charges_90 tr USING (datasource, month)
-LEFT JOIN ar a USING (datasource, month)
-LEFT JOIN submitted s USING (datasource, month)
-LEFT JOIN paid pd USING (datasource, month)
-LEFT JOIN visits v USING (datasource, month)
+LEFT JOIN revenue r ON r.datasource = m.datasource AND r.month = m.month
+LEFT JOIN remitted rm ON rm.datasource = m.datasource AND rm.month = m.month
+LEFT JOIN charges_90 tr ON tr.datasource = m.datasource AND tr.month = m.month
+LEFT JOIN ar a ON a.datasource = m.datasource AND a.month = m.month
+LEFT JOIN submitted s ON s.datasource = m.datasource AND s.month = m.month
+LEFT JOIN paid pd ON pd.datasource = m.datasource AND pd.month = m.month
+LEFT JOIN visits v ON v.datasource = m.datasource AND v.month = m.month

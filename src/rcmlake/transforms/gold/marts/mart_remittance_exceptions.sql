@@ -27,5 +27,5 @@ SELECT
     date_diff('day', c.claim_date, p.as_of_date)
 FROM gold.fact_claim c, params p
 WHERE c.datasource IN (SELECT datasource FROM remitting)
-  AND NOT EXISTS (SELECT 1 FROM gold.fact_remittance f WHERE f.claim_key = c.claim_key)
+  AND c.claim_key NOT IN (SELECT claim_key FROM gold.fact_remittance WHERE claim_key IS NOT NULL)
   AND date_diff('day', c.claim_date, p.as_of_date) > p.remittance_wait_days

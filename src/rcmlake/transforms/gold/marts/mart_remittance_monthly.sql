@@ -24,35 +24,50 @@ WITH f AS (
         sum(payment_amount) AS paid,
         sum(contractual_adjustment) AS contractual
     FROM seq GROUP BY k
+), totals AS (
+    -- each aggregate once (Sail plans an aggregate written twice as two equal columns)
+    SELECT
+        datasource,
+        month,
+        count(*) AS remitted_claims,
+        count(*) FILTER (WHERE NOT duplicate) AS claims_adjudicated,
+        count(*) FILTER (WHERE duplicate) AS duplicate_claims,
+        count(*) FILTER (WHERE denied_initial AND NOT duplicate) AS claims_denied_initial,
+        count(*) FILTER (WHERE denied_final AND NOT duplicate) AS claims_denied_final,
+        count(*) FILTER (WHERE first_pass AND NOT duplicate) AS claims_first_pass,
+        sum(charge) FILTER (WHERE NOT duplicate) AS charge_adjudicated,
+        coalesce(sum(charge) FILTER (WHERE denied_initial AND NOT duplicate), 0) AS charge_denied_initial,
+        coalesce(sum(unpaid_final) FILTER (WHERE denied_final AND NOT duplicate), 0) AS writeoffs,
+        sum(charge) - sum(contractual) AS npsr,
+        sum(paid) AS paid,
+        sum(contractual) AS contractual,
+        avg(days_to_resolution) AS days_to_resolution,
+        avg(days_to_remittance) AS days_to_remittance,
+        count(*) FILTER (WHERE NOT matched) AS unmatched_remittances
+    FROM per_claim
+    GROUP BY datasource, month
 )
 SELECT
     datasource,
     month,
-    count(*) AS remitted_claims,
-    count(*) FILTER (WHERE NOT duplicate) AS claims_adjudicated,
-    count(*) FILTER (WHERE duplicate) AS duplicate_claims,
-    count(*) FILTER (WHERE denied_initial AND NOT duplicate) AS claims_denied_initial,
-    count(*) FILTER (WHERE denied_final AND NOT duplicate) AS claims_denied_final,
-    CAST(sum(charge) FILTER (WHERE NOT duplicate) AS DECIMAL(18, 2)) AS charges_adjudicated,
-    CAST(coalesce(sum(charge) FILTER (WHERE denied_initial AND NOT duplicate), 0) AS DECIMAL(18, 2))
-        AS charges_denied_initial,
-    round(count(*) FILTER (WHERE denied_initial AND NOT duplicate)
-          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS initial_denial_rate,
-    round(CAST(coalesce(sum(charge) FILTER (WHERE denied_initial AND NOT duplicate), 0) AS DOUBLE)
-          / nullif(CAST(sum(charge) FILTER (WHERE NOT duplicate) AS DOUBLE), 0), 4) AS initial_denial_rate_dollars,
-    round(count(*) FILTER (WHERE denied_final AND NOT duplicate)
-          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS final_denial_rate,
-    CAST(coalesce(sum(unpaid_final) FILTER (WHERE denied_final AND NOT duplicate), 0) AS DECIMAL(18, 2))
-        AS denial_writeoffs,
-    CAST(sum(charge) - sum(contractual) AS DECIMAL(18, 2)) AS net_patient_service_revenue,
-    round(CAST(coalesce(sum(unpaid_final) FILTER (WHERE denied_final AND NOT duplicate), 0) AS DOUBLE)
-          / nullif(CAST(sum(charge) - sum(contractual) AS DOUBLE), 0), 4) AS denial_writeoff_share_of_npsr,
-    round(count(*) FILTER (WHERE first_pass AND NOT duplicate)
-          / nullif(count(*) FILTER (WHERE NOT duplicate), 0), 4) AS first_pass_yield,
-    CAST(sum(paid) AS DECIMAL(18, 2)) AS payments,
-    CAST(sum(contractual) AS DECIMAL(18, 2)) AS contractual_adjustments_reported,
-    round(avg(days_to_resolution), 1) AS avg_days_to_resolution,
-    round(avg(days_to_remittance), 1) AS avg_days_claim_to_remittance,
-    count(*) FILTER (WHERE NOT matched) AS unmatched_remittances
-FROM per_claim
-GROUP BY ALL
+    remitted_claims,
+    claims_adjudicated,
+    duplicate_claims,
+    claims_denied_initial,
+    claims_denied_final,
+    CAST(charge_adjudicated AS DECIMAL(18, 2)) AS charges_adjudicated,
+    CAST(charge_denied_initial AS DECIMAL(18, 2)) AS charges_denied_initial,
+    round(claims_denied_initial / nullif(claims_adjudicated, 0), 4) AS initial_denial_rate,
+    round(CAST(charge_denied_initial AS DOUBLE) / nullif(CAST(charge_adjudicated AS DOUBLE), 0), 4)
+        AS initial_denial_rate_dollars,
+    round(claims_denied_final / nullif(claims_adjudicated, 0), 4) AS final_denial_rate,
+    CAST(writeoffs AS DECIMAL(18, 2)) AS denial_writeoffs,
+    CAST(npsr AS DECIMAL(18, 2)) AS net_patient_service_revenue,
+    round(CAST(writeoffs AS DOUBLE) / nullif(CAST(npsr AS DOUBLE), 0), 4) AS denial_writeoff_share_of_npsr,
+    round(claims_first_pass / nullif(claims_adjudicated, 0), 4) AS first_pass_yield,
+    CAST(paid AS DECIMAL(18, 2)) AS payments,
+    CAST(contractual AS DECIMAL(18, 2)) AS contractual_adjustments_reported,
+    round(days_to_resolution, 1) AS avg_days_to_resolution,
+    round(days_to_remittance, 1) AS avg_days_claim_to_remittance,
+    unmatched_remittances
+FROM totals

@@ -10,8 +10,8 @@ WITH pr AS (
            coalesce(pr.patient_share, 0) AS patient_share,
            f.datasource, f.payer, f.payer_sk, f.claim_key, f.payment_date, f.payment_month
     FROM silver.remittance_lines l
-    JOIN gold.fact_remittance f USING (remittance_claim_key)
-    LEFT JOIN pr USING (remittance_line_key)
+    JOIN gold.fact_remittance f ON f.remittance_claim_key = l.remittance_claim_key
+    LEFT JOIN pr ON pr.remittance_line_key = l.remittance_line_key
     WHERE NOT l.is_quarantined AND NOT f.is_reversal
 ), usual AS (
     SELECT payer, procedure_code,
@@ -24,6 +24,6 @@ SELECT
     CAST(u.usual_allowed AS DECIMAL(18, 2)) AS usual_allowed,
     u.lines_paid AS usual_basis_lines,
     CAST(u.usual_allowed - l.payment_amount - l.patient_share AS DECIMAL(18, 2)) AS shortfall
-FROM lines l JOIN usual u USING (payer, procedure_code), params p
+FROM lines l JOIN usual u ON u.payer = l.payer AND u.procedure_code = l.procedure_code, params p
 WHERE l.payment_amount > 0
   AND l.payment_amount + l.patient_share < u.usual_allowed * (1 - p.underpayment_threshold)
