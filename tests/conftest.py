@@ -126,3 +126,24 @@ def make_project(
 @pytest.fixture
 def project_factory() -> Callable[..., Project]:
     return make_project
+
+
+@pytest.fixture(scope="session")
+def spark_remote() -> Iterator[str]:
+    """A Spark Connect server on loopback (Sail, from PyPI: reads, writes and MERGEs Delta)
+    for the session's Spark tests; its URL."""
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer("127.0.0.1", 0)
+    server.start(background=True)
+    host, port = server.listening_address
+    yield f"sc://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["duckdb", "spark"])
+def engine_run(request: pytest.FixtureRequest) -> dict[str, object]:
+    """``run`` settings selecting each engine in turn: a test taking it runs on both."""
+    if request.param == "duckdb":
+        return {"engine": "duckdb"}
+    return {"engine": "spark", "spark_remote": request.getfixturevalue("spark_remote")}

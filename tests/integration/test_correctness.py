@@ -18,8 +18,8 @@ def _sqlite(workdir: Path, ds: str = "hospital_a") -> sqlite3.Connection:
     return sqlite3.connect(workdir / "sources" / f"{ds}.db")
 
 
-def test_same_day_edit_opens_a_version(workdir: Path) -> None:
-    project = make_project(workdir)
+def test_same_day_edit_opens_a_version(workdir: Path, engine_run: dict) -> None:
+    project = make_project(workdir, run=engine_run)
     assert project.run(["bronze", "silver"]).exit_code == 0
     con = _sqlite(workdir)
     top = con.execute("SELECT max(ModifiedDate) FROM patients").fetchone()[0]
@@ -100,15 +100,16 @@ def test_gold_is_the_same_in_any_host_time_zone(tmp_path: Path, synth_template: 
             assert silver[entity] == expected[entity], (tz, entity)
 
 
-def test_an_all_text_emr_gives_the_same_lake(tmp_path: Path) -> None:
+def test_an_all_text_emr_gives_the_same_lake(tmp_path: Path, engine_run: dict) -> None:
     """The tiny hospital stored as TEXT everywhere (US dates, '1000' amounts, 'N/A' for
-    missing) builds the same silver and gold as its typed original."""
+    missing) builds the same silver and gold as its typed original (built by DuckDB), on
+    either engine."""
     from tests.integration.test_gold_kpis import build
 
     (tmp_path / "typed").mkdir()
     (tmp_path / "text").mkdir()
     typed = build(tmp_path / "typed")
-    text = build(tmp_path / "text", untyped=True)
+    text = build(tmp_path / "text", untyped=True, run=engine_run)
     con = sqlite3.connect(tmp_path / "text" / "sources" / "tiny.db")
     types = {r[2] for r in con.execute("SELECT * FROM pragma_table_info('transactions')")}
     assert types == {"TEXT"}
@@ -233,7 +234,9 @@ def test_age_bands_in_whole_years_and_addresses_without_zip_codes(tmp_path: Path
         assert not [z for z in zips if z in text], name
 
 
-def test_late_arriving_encounter_releases_its_transactions(workdir: Path) -> None:
+def test_late_arriving_encounter_releases_its_transactions(
+    workdir: Path, engine_run: dict
+) -> None:
     con = _sqlite(workdir)
     enc_id = con.execute(
         "SELECT e.EncounterID FROM encounters e JOIN transactions t USING (EncounterID) "
@@ -250,7 +253,7 @@ def test_late_arriving_encounter_releases_its_transactions(workdir: Path) -> Non
     con.execute("DELETE FROM encounters WHERE EncounterID = ?", [enc_id])
     con.commit()
     con.close()
-    project = make_project(workdir)
+    project = make_project(workdir, run=engine_run)
     assert project.run().exit_code == 0
 
     def lines() -> dict[str, dict]:

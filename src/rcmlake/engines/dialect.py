@@ -60,7 +60,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             alias=node.args.get("alias"),
         )
     if isinstance(node, exp.DayOfWeekIso):
-        return _spark("(weekday({d}) + 1)", d=node.this)
+        # from Sunday-first dayofweek (Sail's weekday gives Sunday as -1, not 6)
+        return _spark("((dayofweek({d}) + 5) % 7 + 1)", d=node.this)
     if isinstance(node, exp.Monthname):
         return _spark("date_format({d}, 'MMMM')", d=node.this)
     if isinstance(node, exp.Anonymous):
@@ -78,9 +79,11 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         if name == "local_to_utc":
             return _spark("to_utc_timestamp({t}, {z})", t=args[0], z=args[1])
         if name == "try_strptime":
+            # the format as Spark's own SQL literal ('%m/%d/%Y' -> 'M/d/yyyy')
             fmt = Spark().generator().format_time(exp.StrToTime(this=args[0], format=args[1]))
             return exp.Anonymous(
-                this="try_to_timestamp", expressions=[args[0].copy(), exp.Literal.string(fmt or "")]
+                this="try_to_timestamp",
+                expressions=[args[0].copy(), sqlglot.parse_one(fmt or "''", read="spark")],
             )
     return node
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from rcmlake.storage.delta import Lake
+
+
+def _import_pyspark() -> None:
+    """Import the Spark Connect client where ``__main__`` has no file (pytest-xdist workers,
+    embedded interpreters): pyspark takes such a process for its own doctest run and exits it
+    looking for a Spark installation, so the main module is given a name first."""
+    main = sys.modules.get("__main__")
+    if (
+        main is not None
+        and getattr(main, "__spec__", None) is None
+        and not hasattr(main, "__file__")
+        and not hasattr(sys, "ps1")
+    ):
+        main.__file__ = "<rcmlake>"
+    import pyspark.sql.connect.session  # noqa: F401
 
 
 def _q(name: str) -> str:
@@ -346,7 +362,7 @@ class SparkEngine(Engine):
 
     def __init__(self, remote: str):
         try:
-            from pyspark.sql import SparkSession  # noqa: F401
+            _import_pyspark()
         except ImportError:
             raise ConfigError(
                 "the Spark engine needs pyspark-client: pip install 'rcmlake[spark]'"

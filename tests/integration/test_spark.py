@@ -1,0 +1,166 @@
+"""The Spark engine on a real Spark Connect server (Sail on loopback): the same lake as DuckDB's.
+
+Bronze is extracted once and copied, so both engines transform the very same batches (same
+batch ids and ingestion times, hence the same version starts and surrogate keys); then every
+silver and gold table must hold the same rows on both, KPIs included, after an update too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rcmlake.engines.dialect import to_spark
+from rcmlake.engines.duckdb import DuckDBEngine
+from rcmlake.engines.spark import SparkEngine
+from rcmlake.errors import ConfigError
+from rcmlake.project import Project
+from rcmlake.synth import synthesize
+from rcmlake.transforms import models
+from tests.conftest import SMALL, make_project
+
+# stamped with the wall clock or the run: differ between any two runs, on any engine
+VOLATILE = {"_updated_at"}
+
+
+def _value(v: Any) -> Any:
+    """A cell in a form both engines' types agree on (decimal precision and timestamp zone
+    tags differ by engine; the values may not)."""
+    if isinstance(v, Decimal):
+        return v.normalize()
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 9)
+    if isinstance(v, dt.datetime):
+        return v.replace(tzinfo=None) if v.tzinfo is None else v.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(v, list):
+        return tuple(sorted(map(str, v)))
+    return v
+
+
+def rows(project: Project, path: str) -> list[tuple[Any, ...]]:
+    table = project.lake.read(path)
+    assert table is not None, f"{path} was not written"
+    names = sorted(n for n in table.column_names if n not in VOLATILE)
+    data = table.select(names).to_pylist()
+    return sorted((tuple(_value(r[n]) for n in names) for r in data), key=repr)
+
+
+def columns(project: Project, path: str) -> list[str]:
+    table = project.lake.read(path)
+    assert table is not None
+    return sorted(table.column_names)
+
+
+def _twin(workdir: Path, name: str, run: dict[str, object]) -> Project:
+    folder = workdir / name
+    folder.mkdir(exist_ok=True)
+    return make_project(workdir, lake=str(folder / "lake"), run=run)
+
+
+@pytest.fixture
+def twins(tmp_path: Path, spark_remote: str) -> tuple[Project, Project, Path]:
+    synthesize(tmp_path, SMALL)
+    duck = _twin(tmp_path, "duck", {"engine": "duckdb"})
+    spark = _twin(tmp_path, "spark", {"engine": "spark", "spark_remote": spark_remote})
+    return duck, spark, tmp_path
+
+
+def _same_bronze(duck: Project, spark: Project) -> None:
+    """Bronze extracted once (by the DuckDB twin), copied to the Spark twin's lake."""
+    assert duck.run(["bronze"]).exit_code in (0, 1)
+    target = Path(spark.lake.root) / "bronze"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(duck.lake.root) / "bronze", target)
+
+
+def _transform(project: Project) -> None:
+    result = project.run(["silver", "gold"])
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+
+
+def test_spark_builds_the_same_silver_and_gold_as_duckdb(twins: tuple[Project, Project, Path]) -> None:
+    duck, spark, workdir = twins
+    for update in (False, True):
+        if update:
+            synthesize(workdir, None, update=True)
+        _same_bronze(duck, spark)
+        _transform(duck)
+        _transform(spark)
+        for layer in ("silver", "gold"):
+            for m in models(layer):
+                path = f"{layer}/{m.name}"
+                if not duck.lake.exists(path):
+                    assert not spark.lake.exists(path), path
+                    continue
+                assert columns(duck, path) == columns(spark, path), path
+                assert rows(duck, path) == rows(spark, path), f"{path} differs (update={update})"
+    # the KPIs are in gold's marts, compared above; and they are not empty
+    kpis = spark.lake.read("gold/mart_kpi_monthly")
+    assert kpis is not None and kpis.num_rows > 0
+
+
+def test_spark_commits_carry_rcmlake_metadata(twins: tuple[Project, Project, Path]) -> None:
+    """State rcmlake reads from the Delta log (batch ids, rules, gold's fingerprint) is there
+    whichever engine committed, so a second run changes nothing."""
+    duck, spark, _ = twins
+    _same_bronze(duck, spark)
+    _transform(spark)
+    for m in models("silver"):
+        commits = spark.lake.commits(f"silver/{m.name}")
+        if commits:
+            assert commits[0]["rcmlake"].get("run_id"), m.name
+    again = spark.run(["silver", "gold"])
+    assert again.exit_code == 0
+    assert {r.status for r in again.records if r.layer == "gold"} == {"no_change"}
+    assert {r.status for r in again.records if r.layer == "silver"} <= {"no_change"}
+
+
+def test_spark_needs_a_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RCMLAKE_SPARK_REMOTE", raising=False)
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    with pytest.raises(ConfigError, match="Spark Connect URL"):
+        make_project(tmp_path, run={"engine": "spark"})
+
+
+def test_functions_give_the_same_values_on_both_engines(spark_remote: str) -> None:
+    """Surrogate keys, version keys, ISO weekdays, month names, parsed dates and zone
+    conversion: what models compute must not depend on the engine."""
+    query = f"""
+        SELECT k, surrogate_key(k) AS sk, version_key(k, t) AS vk, isodow(d) AS dow,
+               monthname(d) AS month, CAST(try_strptime(s, '%m/%d/%Y') AS DATE) AS parsed,
+               local_to_utc(t, 'America/New_York') AS utc
+        FROM (SELECT 'patient-' || CAST(i AS VARCHAR) AS k,
+                     CAST('2024-03-09 23:30:00.123456' AS TIMESTAMP) + i * INTERVAL 1 DAY AS t,
+                     CAST('2024-01-08' AS DATE) + CAST(i AS INTEGER) AS d,
+                     CASE WHEN i % 2 = 0 THEN '0' || CAST(1 + i % 9 AS VARCHAR) || '/15/2024'
+                          ELSE 'not a date' END AS s
+              FROM (VALUES {", ".join(f"({i})" for i in range(14))}) AS r(i)) AS x
+        ORDER BY k"""
+    with DuckDBEngine().session() as s:
+        duck = s.sql(query).to_pylist()
+    with SparkEngine(spark_remote).session() as s:
+        spark = s.sql(query).to_pylist()
+    assert len(duck) == 14
+    assert [{k: _value(v) for k, v in r.items()} for r in duck] == [
+        {k: _value(v) for k, v in r.items()} for r in spark
+    ]
+    assert {r["dow"] for r in duck} == set(range(1, 8))
+    assert sum(r["parsed"] is None for r in duck) == 7
+
+
+def test_the_runner_sql_translates_without_duckdb_only_syntax() -> None:
+    for layer in ("silver", "gold"):
+        for m in models(layer):
+            for statement in to_spark(m.sql):
+                assert "GROUP BY ALL" not in statement.upper(), m.name
+                assert " USING (" not in statement.upper(), m.name
+    assert "LEFT JOIN" in to_spark("SELECT *, k IN (SELECT x FROM r) AS f FROM s")[0]
+    assert "QUALIFY" not in to_spark(
+        "SELECT a FROM t QUALIFY row_number() OVER (ORDER BY a) = 1"
+    )[0]
