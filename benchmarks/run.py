@@ -12,10 +12,12 @@ not as the benchmark's running maximum. Writes a JSON result (``--out``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,48 @@ from typing import Any
 PER_SCALE = 500_000  # transactions per hospital at scale 1 (two hospitals: 1M)
 
 
+SERVER: dict[str, int] = {}  # the Spark Connect server's pid, with --engine spark
+
+
+def _server_peak_reset() -> None:
+    """Reset the server's peak RSS (Linux: ``5`` to ``clear_refs``), so each step has its own."""
+    if "pid" in SERVER:
+        Path(f"/proc/{SERVER['pid']}/clear_refs").write_text("5")
+
+
+def _server_peak_mb() -> int | None:
+    if "pid" not in SERVER:
+        return None
+    for line in Path(f"/proc/{SERVER['pid']}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return None
+
+
+def start_spark_server() -> tuple[subprocess.Popen[bytes], str]:
+    """Sail's Spark Connect server on a free loopback port, in its own process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sail = Path(sys.executable).parent / "sail"
+    proc = subprocess.Popen(
+        [str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.connect(("127.0.0.1", port))
+            break
+        time.sleep(0.1)
+    SERVER["pid"] = proc.pid
+    return proc, f"sc://127.0.0.1:{port}"
+
+
 def run_step(name: str, code: str, cwd: Path, rows: int | None = None) -> dict[str, Any]:
-    """Run ``code`` in a fresh Python process; its time and its own peak RSS."""
+    """Run ``code`` in a fresh Python process; its time and its own peak RSS (and with a
+    Spark server, the server's peak during the step)."""
+    _server_peak_reset()
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -41,11 +83,15 @@ def run_step(name: str, code: str, cwd: Path, rows: int | None = None) -> dict[s
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
     }
+    server = _server_peak_mb()
+    if server is not None:
+        row["server_peak_rss_mb"] = server
     if rows is not None:
         row["rows"] = rows
         row["rows_per_s"] = round(rows / seconds) if seconds else None
     print(
         f"{name:<22} {seconds:>8.1f} s  peak {row['peak_rss_mb']:>6} MB"
+        + (f" (server {server:>6} MB)" if server is not None else "")
         + (f"  {rows:>12,} rows  {row['rows_per_s']:>10,} rows/s" if rows is not None else ""),
         flush=True,
     )
@@ -94,7 +140,12 @@ def main() -> None:
     )
     ap.add_argument("--scale", type=float, default=1.0, help="1 = about 1M transactions")
     ap.add_argument("--out", type=Path, required=True, help="JSON result file")
-    ap.add_argument("--engine", choices=["duckdb"], default="duckdb")
+    ap.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="spark: silver and gold on a Sail Spark Connect server started here",
+    )
     ap.add_argument("--memory-limit", default="4GB", help="run.memory_limit for the engine")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -118,10 +169,15 @@ def main() -> None:
     patients = sum(r["patients"] for r in manifest["rows"].values())
     steps[0]["rows"] = transactions
     config = (work / "rcmlake.yaml").read_text()
+    settings = f"  memory_limit: {args.memory_limit}\n"
+    server = None
+    if args.engine == "spark":
+        server, remote = start_spark_server()
+        settings += f"  engine: spark\n  spark_remote: {remote}\n"
     (work / "rcmlake.yaml").write_text(
-        config + f"\nrun:\n  memory_limit: {args.memory_limit}\n"
+        config + "\nrun:\n" + settings
         if "\nrun:" not in config
-        else config.replace("\nrun:\n", f"\nrun:\n  memory_limit: {args.memory_limit}\n")
+        else config.replace("\nrun:\n", "\nrun:\n" + settings)
     )
     for layer in ("bronze", "silver", "gold"):
         row = run_step(layer, pipeline([layer]), work)
@@ -172,6 +228,13 @@ def main() -> None:
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps if s["step"] != "synth"),
         "steps": steps,
     }
+    if server is not None:
+        server.terminate()
+        server.wait()
+        # the machine's peak: the client's and the server's memory during the same step
+        result["peak_rss_mb"] = max(
+            s["peak_rss_mb"] + s.get("server_peak_rss_mb", 0) for s in steps if s["step"] != "synth"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))

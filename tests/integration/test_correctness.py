@@ -234,9 +234,7 @@ def test_age_bands_in_whole_years_and_addresses_without_zip_codes(tmp_path: Path
         assert not [z for z in zips if z in text], name
 
 
-def test_late_arriving_encounter_releases_its_transactions(
-    workdir: Path, engine_run: dict
-) -> None:
+def test_late_arriving_encounter_releases_its_transactions(workdir: Path, engine_run: dict) -> None:
     con = _sqlite(workdir)
     enc_id = con.execute(
         "SELECT e.EncounterID FROM encounters e JOIN transactions t USING (EncounterID) "

@@ -379,3 +379,48 @@ def test_rules_are_config(workdir: Path) -> None:
     assert "icd_code_known" not in {r for rs in tx["dq_failures"].to_pylist() for r in rs}
     with pytest.raises(ConfigError, match=r"unknown rule 'icd_known'; known: .*icd_code_known"):
         make_project(workdir, silver={"disable_rules": ["icd_known"]}).run(["silver"])
+
+
+def test_touching_one_percent_changes_exactly_those_rows(workdir: Path) -> None:
+    """`synth --touch 0.01` edits the transactions whose ids end in 00; the incremental run
+    after it extracts exactly those and merges each as a change."""
+    from rcmlake.synth import touch
+
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    before = {}
+    for ds in ("hospital_a", "hospital_b"):
+        con = sqlite3.connect(workdir / "sources" / f"{ds}.db")
+        before[ds] = dict(
+            con.execute(
+                "SELECT TransactionID, PaidAmount FROM transactions WHERE TransactionID LIKE '%00'"
+            ).fetchall()
+        )
+        con.close()
+    edited = touch(workdir, 0.01)
+    assert edited == {ds: len(ids) for ds, ids in before.items()}
+    assert (
+        0
+        < sum(edited.values())
+        <= 0.012 * sum(r["transactions"] for r in manifest(workdir)["rows"].values())
+    )
+    result = project.run()
+    assert result.exit_code == 0
+    loads = {
+        r.datasource: r.rows_written
+        for r in result.records
+        if r.layer == "bronze" and r.table == "transactions"
+    }
+    assert loads == edited
+    tx = silver(project, "transactions")
+    for ds, ids in before.items():
+        rows = {
+            r["source_transaction_id"]: r
+            for r in tx.to_pylist()
+            if r["datasource"] == ds and r["source_transaction_id"] in ids
+        }
+        assert set(rows) == set(ids)
+        for tid, paid in ids.items():
+            got = float(rows[tid]["paid_amount"])
+            assert got == pytest.approx(paid + 0.01) or got == pytest.approx(paid)
+            assert got <= float(rows[tid]["amount"]) + 1e-9

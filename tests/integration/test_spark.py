@@ -37,7 +37,11 @@ def _value(v: Any) -> Any:
     if isinstance(v, float):
         return None if math.isnan(v) else round(v, 9)
     if isinstance(v, dt.datetime):
-        return v.replace(tzinfo=None) if v.tzinfo is None else v.astimezone(dt.UTC).replace(tzinfo=None)
+        return (
+            v.replace(tzinfo=None)
+            if v.tzinfo is None
+            else v.astimezone(dt.UTC).replace(tzinfo=None)
+        )
     if isinstance(v, list):
         return tuple(sorted(map(str, v)))
     return v
@@ -84,7 +88,9 @@ def _transform(project: Project) -> None:
     assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
 
 
-def test_spark_builds_the_same_silver_and_gold_as_duckdb(twins: tuple[Project, Project, Path]) -> None:
+def test_spark_builds_the_same_silver_and_gold_as_duckdb(
+    twins: tuple[Project, Project, Path],
+) -> None:
     duck, spark, workdir = twins
     for update in (False, True):
         if update:
@@ -161,6 +167,6 @@ def test_the_runner_sql_translates_without_duckdb_only_syntax() -> None:
                 assert "GROUP BY ALL" not in statement.upper(), m.name
                 assert " USING (" not in statement.upper(), m.name
     assert "LEFT JOIN" in to_spark("SELECT *, k IN (SELECT x FROM r) AS f FROM s")[0]
-    assert "QUALIFY" not in to_spark(
-        "SELECT a FROM t QUALIFY row_number() OVER (ORDER BY a) = 1"
-    )[0]
+    assert (
+        "QUALIFY" not in to_spark("SELECT a FROM t QUALIFY row_number() OVER (ORDER BY a) = 1")[0]
+    )

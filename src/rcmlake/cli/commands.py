@@ -32,11 +32,25 @@ def synth(
     update: Annotated[
         bool, typer.Option("--update", help="Apply the next month's changes to an existing set.")
     ] = False,
+    touch: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Edit this share of an existing set's transactions in place (0.01: 1%).",
+        ),
+    ] = None,
 ) -> None:
     """Generate two synthetic hospitals: EMR databases, monthly claims files and a CPT file."""
     from rcmlake.synth import SynthSpec, synthesize
+    from rcmlake.synth import touch as touch_rows
 
     started = time.monotonic()
+    if touch is not None:
+        edited = touch_rows(out, touch, target=target)
+        rows = [{"datasource": ds, "table": "transactions", "rows": n} for ds, n in edited.items()]
+        console().table("synth --touch: rows edited", rows)
+        return
     spec = SynthSpec(seed=seed, transactions=transactions, months=months, defect_rate=defect_rate)
     with console().progress("synth", 1):
         result = synthesize(out, None if update else spec, target=target, update=update)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
 from rcmlake.config.secrets import redact
 from rcmlake.errors import ConfigError
@@ -193,3 +194,34 @@ def _write_cpt(path: Path) -> Path:
     )
     writers.write_csv(table, path)
     return path
+
+
+def touch(out: Path, share: float = 0.01, *, target: str | None = None) -> dict[str, int]:
+    """Edit ``share`` (in steps of 1%) of each hospital's transactions in place, chosen by
+    the last two digits of their id: a cent more paid where that stays within the charge,
+    modified the day after the set's as-of date. This is the small update an incremental
+    run is measured on (``--update`` advances a whole month, which changes about a fifth of
+    the rows). Returns the rows edited per hospital."""
+    manifest = synth_manifest(out)
+    day = (date.fromisoformat(manifest["as_of"]) + timedelta(days=1)).isoformat()
+    cut = max(1, round(share * 100))
+    edited = {}
+    for ds in manifest["spec"]["datasources"]:
+        engine = writers.engine_for(writers.database_url(target or str(out / "sources"), ds))
+        pg = engine.dialect.name == "postgresql"
+        tail = "right(TransactionID, 2)" if pg else "substr(TransactionID, -2)"
+        try:
+            with engine.begin() as con:
+                done = con.execute(
+                    sa.text(
+                        "UPDATE transactions SET "
+                        "PaidAmount = CASE WHEN PaidAmount + 0.01 <= Amount "
+                        "THEN round(PaidAmount + 0.01, 2) ELSE PaidAmount END, "
+                        f"ModifiedDate = :day WHERE {tail} < :cut"
+                    ),
+                    {"day": day, "cut": f"{cut:02d}"},
+                )
+                edited[ds] = int(done.rowcount)
+        finally:
+            engine.dispose()
+    return edited
