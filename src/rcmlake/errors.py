@@ -102,6 +102,12 @@ class EngineError(RcmlakeError):
     exit_code = 1
 
 
+class EngineUnavailable(EngineError):
+    """The engine's server (Spark Connect) cannot be reached; retried like a source outage."""
+
+    transient = True
+
+
 class QualityError(RcmlakeError):
     """Data failed checks in a way that must stop the run."""
 

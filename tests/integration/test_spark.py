@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
+import socket
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,40 @@ def test_the_runner_sql_translates_without_duckdb_only_syntax() -> None:
     assert (
         "QUALIFY" not in to_spark("SELECT a FROM t QUALIFY row_number() OVER (ORDER BY a) = 1")[0]
     )
+
+
+def test_an_unreachable_spark_server_fails_the_run_fast_and_keeps_the_token_secret(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RCMLAKE_SPARK_REMOTE", f"sc://127.0.0.1:{port}/;token=SECRET-TOKEN-42")
+    project = make_project(workdir, run={"engine": "spark", "retries": 1})
+    started = time.monotonic()
+    result = project.run()
+    assert time.monotonic() - started < 120
+    assert result.exit_code == 1
+    silver = [r for r in result.records if r.layer == "silver"]
+    assert silver and all(r.status == "failed" for r in silver)
+    assert all(
+        f"cannot reach Spark Connect at sc://127.0.0.1:{port}" in (r.error or "") for r in silver
+    )
+    assert all(r.transient for r in silver)
+    # bronze ran in this process all the same
+    assert {r.status for r in result.records if r.layer == "bronze"} <= {
+        "success",
+        "no_change",
+        "skipped",
+    }
+    assert "SECRET-TOKEN-42" not in repr(result.records)
+
+
+def test_a_remote_that_is_not_spark_connect_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RCMLAKE_SPARK_REMOTE", "http://spark:15002")
+    with pytest.raises(ConfigError, match="not a Spark Connect URL"):
+        make_project(tmp_path, run={"engine": "spark"})
+    with pytest.raises(ConfigError):  # in the file, the schema says so
+        make_project(tmp_path, run={"engine": "spark", "spark_remote": "spark:15002"})

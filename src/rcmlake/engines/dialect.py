@@ -209,3 +209,9 @@ def to_spark(sql: str, params: list[Any] | None = None) -> list[str]:
     return [
         sqlglot.parse_one(s, read="spark").transform(bind).sql(dialect="spark") for s in statements
     ]
+
+
+def expression_to_spark(expression: str) -> str:
+    """One SQL expression (a MERGE condition), DuckDB dialect, as Spark SQL."""
+    tree = sqlglot.parse_one(expression, read="duckdb").transform(_rewrite)
+    return tree.sql(dialect="spark")

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
 from rcmlake.engines.base import Capabilities, Engine, EngineSession, quote_ident
-from rcmlake.engines.dialect import to_spark, view_name
-from rcmlake.errors import ConfigError, EngineError, scrub
+from rcmlake.engines.dialect import expression_to_spark, to_spark, view_name
+from rcmlake.errors import (
+    ConfigError,
+    EngineError,
+    EngineUnavailable,
+    MissingDependencyError,
+    scrub,
+)
 from rcmlake.storage.delta import custom_metadata
 from rcmlake.storage.lake_types import lake_schema
 
@@ -32,6 +40,10 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from rcmlake.storage.delta import Lake
+
+
+DEFAULT_PORT = 15002  # Spark Connect's
+CONNECT_TIMEOUT_S = 10
 
 
 def _import_pyspark() -> None:
@@ -120,8 +132,8 @@ class SparkSessionOnConnect(EngineSession):
         from pyspark.sql.pandas.types import from_arrow_schema
 
         table = data if isinstance(data, pa.Table) else data.read_all()
-        schema = from_arrow_schema(table.schema)
-        df = self.spark.createDataFrame(table.to_pylist() if table.num_rows else [], schema)
+        # uploaded as Arrow; the schema given, since an empty table has nothing to infer from
+        df = self.spark.createDataFrame(table, schema=from_arrow_schema(table.schema))
         df.createOrReplaceTempView(view_name(name))
 
     def read_lake(
@@ -295,7 +307,7 @@ class SparkSessionOnConnect(EngineSession):
             self.write(lake, path, query, params, mode="append", metadata=metadata)
             return
         cond = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
-        when = f" AND ({to_spark(f'SELECT {update_when}')[0][7:]})" if update_when else ""
+        when = f" AND ({expression_to_spark(update_when)})" if update_when else ""
         self._merge(
             lake,
             path,
@@ -364,14 +376,28 @@ class SparkEngine(Engine):
         try:
             _import_pyspark()
         except ImportError:
-            raise ConfigError(
+            raise MissingDependencyError(
                 "the Spark engine needs pyspark-client: pip install 'rcmlake[spark]'"
             ) from None
+        parsed = urlsplit(remote.split(";", 1)[0])
+        if parsed.scheme != "sc" or not parsed.hostname:
+            raise ConfigError(f"not a Spark Connect URL (sc://host:port): {redacted(remote)}")
+        self.address = (parsed.hostname, parsed.port or DEFAULT_PORT)
         self.remote = remote
+
+    def _reachable(self) -> None:
+        """Fail in seconds when nothing listens (the client would retry for minutes)."""
+        try:
+            socket.create_connection(self.address, timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise EngineUnavailable(
+                f"cannot reach Spark Connect at {redacted(self.remote)}: {exc.strerror or exc}"
+            ) from None
 
     def session(self) -> SparkSessionOnConnect:
         from pyspark.sql import SparkSession
 
+        self._reachable()
         try:
             spark = SparkSession.builder.remote(self.remote).create()
             spark.conf.set("spark.sql.session.timeZone", "UTC")

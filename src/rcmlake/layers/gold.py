@@ -130,7 +130,13 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
     all_models = models("gold")
     records: list[LoadRecord] = []
     versions: dict[str, int] = {}
-    with ctx.engine.session() as s, ctx.console.progress("gold", len(all_models)) as bar:
+    try:
+        session = ctx.engine.session()
+    except RcmlakeError as exc:  # no engine (an unreachable cluster): every model fails
+        records = [_start(ctx, m).fail(exc) for m in all_models]
+        ctx.audit.record(*records)
+        return records
+    with session as s, ctx.console.progress("gold", len(all_models)) as bar:
         register_silver(s, ctx)
         cfg = ctx.config.gold
         as_of = cfg.as_of or default_as_of(s)
