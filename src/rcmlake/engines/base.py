@@ -45,8 +45,6 @@ def quote_ident(name: str) -> str:
 class Capabilities:
     """What an engine does natively; the runner decides by these, never by engine name.
 
-    - ``in_process``: reads Arrow objects of the Python process where they are (DuckDB);
-      otherwise they are uploaded, so only small ones are registered (Spark Connect).
     - ``merge_records_metadata``: its MERGE commits carry rcmlake's commit metadata.
       Where not (Spark's ``MERGE INTO`` has no per-statement metadata, and Sail ignores
       ``spark.databricks.delta.commitInfo.userMetadata``), the lake stamps the merge with
@@ -55,7 +53,6 @@ class Capabilities:
       nothing). Where not, the lake commits the empty result itself.
     """
 
-    in_process: bool = True
     merge_records_metadata: bool = True
     empty_writes_commit: bool = True
 
@@ -101,6 +98,10 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
     @abstractmethod
     def materialize(self, name: str, query: str, params: list[Any] | None = None) -> None:
         """Compute ``query`` once into temp table ``name`` (later statements read it)."""
+
+    @abstractmethod
+    def drop(self, name: str) -> None:
+        """Forget temp table ``name`` (``materialize``'s), freeing what it holds."""
 
     @abstractmethod
     def columns(self, relation: str) -> dict[str, str]:

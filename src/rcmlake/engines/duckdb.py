@@ -138,6 +138,9 @@ class DuckDBSession(EngineSession):
         else:
             self.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}", params)
 
+    def drop(self, name: str) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {name}")
+
     def columns(self, relation: str) -> dict[str, str]:
         rows = self.sql(f"DESCRIBE {relation}").to_pylist()
         return {r["column_name"]: r["column_type"] for r in rows}

@@ -174,6 +174,13 @@ class SparkSessionOnConnect(EngineSession):
         except Exception as exc:
             raise _translated(exc) from None
 
+    def drop(self, name: str) -> None:
+        try:
+            self.spark.table(view_name(name)).unpersist()
+            self.spark.catalog.dropTempView(view_name(name))
+        except Exception as exc:
+            raise _translated(exc) from None
+
     def columns(self, relation: str) -> dict[str, str]:
         try:
             fields = self.spark.table(view_name(relation)).schema.fields
@@ -368,9 +375,7 @@ class SparkEngine(Engine):
     """
 
     name = "spark"
-    capabilities = Capabilities(
-        in_process=False, merge_records_metadata=False, empty_writes_commit=False
-    )
+    capabilities = Capabilities(merge_records_metadata=False, empty_writes_commit=False)
 
     def __init__(self, remote: str):
         try:

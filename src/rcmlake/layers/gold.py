@@ -159,14 +159,12 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
                 continue
             try:
-                s.materialize(f"gold.{m.name}", m.sql)
-                rec.rows_read = rec.rows_written = int(
-                    s.scalar(f"SELECT count(*) FROM gold.{m.name}")
-                )
+                s.materialize("gold_built", m.sql)
+                rec.rows_read = rec.rows_written = int(s.scalar("SELECT count(*) FROM gold_built"))
                 rec.delta_version = versions[m.name] = s.write(
                     ctx.lake,
                     gold_path(m.name),
-                    f"SELECT * FROM gold.{m.name}",
+                    "SELECT * FROM gold_built",
                     comments=m.describe(),
                     mode="overwrite",
                     schema_mode="overwrite",
@@ -183,11 +181,11 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                         "aging_basis": cfg.aging_basis,
                     },
                 )
-                if not ctx.engine.capabilities.in_process:
-                    # later models read what was written, not the whole chain recomputed
-                    s.read_lake(
-                        f"gold.{m.name}", ctx.lake, gold_path(m.name), version=versions[m.name]
-                    )
+                # later models read what was written: the engine holds one model's result at a
+                # time (not every fact built so far, which at 10M rows outgrew a 4 GB DuckDB),
+                # and Spark does not recompute the chain of models before it
+                s.drop("gold_built")
+                s.read_lake(f"gold.{m.name}", ctx.lake, gold_path(m.name), version=versions[m.name])
                 faults.point("gold.after_commit")
                 rec.finish("success")
             except RcmlakeError as exc:
