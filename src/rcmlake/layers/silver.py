@@ -194,20 +194,23 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
     Rows that share key and source time but differ are all kept, each quarantined as
     ``unique_key``: which one is right is for the source to say, and nothing is dropped."""
     key = m.key
-    # more than one content for a key and time: the smallest and largest hash differ (a
-    # DISTINCT window aggregate says the same, but Spark has none); of exact repeats the
-    # one of the smallest batch id is kept, on any engine
+    # one sorted window: exact repeats are adjacent (the one of the smallest batch id comes
+    # first and is kept), and more than one content for a key and time shows as a first
+    # hash that differs from the last (a DISTINCT window aggregate says the same, but Spark
+    # has none). Materialised: the rules' lookups below would otherwise re-plan the window.
+    w = f"PARTITION BY {key}, source_modified_at ORDER BY _row_hash, _batch_id"
+    whole = f"{w} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
     s.execute(f"""
         CREATE OR REPLACE TEMP VIEW ranked AS
         SELECT *,
-               min(_row_hash) OVER (PARTITION BY {key}, source_modified_at)
-                   <> max(_row_hash) OVER (PARTITION BY {key}, source_modified_at) AS _conflict,
-               row_number() OVER (PARTITION BY {key}, source_modified_at, _row_hash
-                                  ORDER BY _batch_id) AS _rn
+               lag(_row_hash) OVER ({w}) AS _prev,
+               first_value(_row_hash) OVER ({whole}) AS _lo,
+               last_value(_row_hash) OVER ({whole}) AS _hi
         FROM modeled""")
-    s.execute(
-        f"CREATE OR REPLACE TEMP VIEW deduped AS SELECT {s.select_list('ranked', ('_rn',))} "
-        "FROM ranked WHERE _rn = 1"
+    s.materialize(
+        "deduped",
+        f"SELECT {s.select_list('ranked', ('_prev', '_lo', '_hi'))}, _lo <> _hi AS _conflict "
+        "FROM ranked WHERE _prev IS NULL OR _prev <> _row_hash",
     )
     evaluate(s, ctx, m, "deduped", "checked")
 
@@ -217,12 +220,15 @@ def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str)
     and ``is_quarantined``; each rule counts as an error or a warning by its severity for the
     row's datasource."""
     rs = effective_rules(ctx.config, m.name)
+    # each rule's verdict is computed once (a lookup rule is one join, not one per severity)
+    verdicts = "".join(
+        f", NOT coalesce(({r.rule.predicate}), true) AS _v{i}" for i, r in enumerate(rs)
+    )
 
     def hits(severity: str) -> list[str]:
         return [
-            f"CASE WHEN {r.severity_sql()} = '{severity}' AND NOT coalesce(({r.rule.predicate}), true) "
-            f"THEN '{r.name}' END"
-            for r in rs
+            f"CASE WHEN _v{i} AND {r.severity_sql()} = '{severity}' THEN '{r.name}' END"
+            for i, r in enumerate(rs)
         ]
 
     conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
@@ -234,7 +240,7 @@ def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str)
                {ctx.engine.list_of_present(hits("warn"))} AS dq_warnings,
                array_length(_failures) > 0 AS is_quarantined
         FROM (SELECT *, {ctx.engine.list_of_present([*hits("error"), conflict])} AS _failures
-              FROM {source}) AS f""",
+              FROM (SELECT *{verdicts} FROM {source}) AS v) AS f""",
     )
 
 
