@@ -103,6 +103,12 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
     def drop(self, name: str) -> None:
         """Forget temp table ``name`` (``materialize``'s), freeing what it holds."""
 
+    def release(self, name: str) -> None:
+        """``materialize``d ``name`` is done with (what was built from it is materialised
+        too): free what it holds. An engine whose later relations may still be computed
+        from it (Spark: a cache is a hint, its views are plans) only drops the copy."""
+        self.drop(name)
+
     @abstractmethod
     def columns(self, relation: str) -> dict[str, str]:
         """Column name → type of ``relation``, types named as DuckDB names them."""

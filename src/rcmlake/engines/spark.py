@@ -181,6 +181,12 @@ class SparkSessionOnConnect(EngineSession):
         except Exception as exc:
             raise _translated(exc) from None
 
+    def release(self, name: str) -> None:
+        try:
+            self.spark.table(view_name(name)).unpersist()
+        except Exception as exc:
+            raise _translated(exc) from None
+
     def columns(self, relation: str) -> dict[str, str]:
         try:
             fields = self.spark.table(view_name(relation)).schema.fields

@@ -212,7 +212,9 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
         f"SELECT {s.select_list('ranked', ('_prev', '_lo', '_hi'))}, _lo <> _hi AS _conflict "
         "FROM ranked WHERE _prev IS NULL OR _prev <> _row_hash",
     )
+    s.release("modeled")  # at 10M rows each copy is gigabytes: hold as few as possible
     evaluate(s, ctx, m, "deduped", "checked")
+    s.release("deduped")
 
 
 def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str) -> None:
@@ -481,6 +483,7 @@ def _write_upsert(
             FROM checked) AS r
         WHERE _rn = 1""",
     )
+    s.release("checked")
     exists = ctx.lake.exists(silver_path(m.name))
     s.merge(
         ctx.lake,
@@ -561,6 +564,7 @@ def _write_scd2(
         "versions",
         f"SELECT {s.select_list('steps', ('_prev',))} FROM steps WHERE _prev IS NULL OR _prev <> _th",
     )
+    s.release("checked")
     s.execute(f"""
         CREATE OR REPLACE TEMP VIEW started AS
         SELECT {s.select_list("versions", ("_from",))},
@@ -572,6 +576,7 @@ def _write_scd2(
         "chained",
         f"SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started",
     )
+    s.release("versions")
     kept = s.select_list("chained", ("_th", "_existing", "_next", "_start"))
     s.materialize(
         "new_versions",
