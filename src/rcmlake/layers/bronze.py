@@ -246,11 +246,16 @@ def _duplicate_keys(s: EngineSession, table: TableConfig) -> int:
     if not table.primary_key:
         return 0
     group = [*table.primary_key, *([table.watermark] if table.load_type == "incremental" else [])]
-    cols = ", ".join(quote_ident(c) for c in group if c)
+    keys = [quote_ident(c) for c in group if c]
+    cols = ", ".join(keys)
+    on = " AND ".join(f"b.{k} IS NOT DISTINCT FROM d.{k}" for k in keys)
+    # rows are compared whole only for the keys that repeat: a DISTINCT over every column
+    # of every group cost a third of an EMR table's load
     return int(
         s.scalar(
-            f"SELECT count(*) FROM (SELECT {cols} FROM batch GROUP BY ALL "
-            "HAVING count(*) > 1 AND count(DISTINCT batch) > 1)"
+            f"WITH d AS (SELECT {cols} FROM batch GROUP BY ALL HAVING count(*) > 1) "
+            f"SELECT count(*) FROM (SELECT {', '.join(f'b.{k}' for k in keys)} "
+            f"FROM batch b JOIN d ON {on} GROUP BY ALL HAVING count(DISTINCT b) > 1)"
         )
         or 0
     )
