@@ -58,11 +58,12 @@ def read_835(path: Path) -> dict[str, pa.Table]:
             f"{len(errors)} X12 error(s); first: {d.kind} at {where} ({d.path}): {scrub(d.rule)}"
         )
     raw = {name: _decoded(pa.table(result.tables[name])) for name in result.tables.keys()}  # noqa: SIM118  (Tables is not iterable)
+    listed = _segments(result)  # one Python object per segment: built once
     segments = pa.table(
         {
-            "segment": pa.array([s.index for s in _segments(result)], pa.int64()),
-            "segment_id": pa.array([s.id.decode("ascii", "replace") for s in _segments(result)]),
-            "raw": pa.array([s.raw.decode("utf-8", "replace") for s in _segments(result)]),
+            "segment": pa.array([s.index for s in listed], pa.int64()),
+            "segment_id": pa.array([s.id.decode("ascii", "replace") for s in listed]),
+            "raw": pa.array([s.raw.decode("utf-8", "replace") for s in listed]),
         }
     )
     return _keyed({**raw, "segments": segments})
