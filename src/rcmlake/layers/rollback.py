@@ -6,8 +6,8 @@ that must move with them or the next run loses rows:
 - an incremental bronze table's watermark is the ``rcmlake.watermark_to`` of its newest
   commit, so the restore commit carries the metadata of the version it restores (the
   watermark, content hash or fingerprint of that version, not of the undone one);
-- silver's processed-batch state (``_state/silver_batches``) and the gold release log are
-  Delta tables too, restored to the same point;
+- silver's processed-batch state (``_state/silver_batches``, ``_state/requalified``) and the
+  gold release log are Delta tables too, restored to the same point;
 - landing files archived by an undone commit go back to the landing folder, so the
   next run loads them again.
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 from rcmlake.errors import ConfigError
 from rcmlake.layers.bronze import feed_paths
 from rcmlake.layers.context import RunContext
-from rcmlake.layers.silver import STATE_PATH
+from rcmlake.layers.silver import REQUALIFIED_PATH, STATE_PATH
 from rcmlake.storage import objects
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.release import RELEASE_PATH
@@ -44,7 +44,7 @@ def lake_paths(ctx: RunContext) -> list[str]:
         f"bronze/{CODESETS}/{t}" for t in ("icd_codes", "npi_registry", "carc_codes", "rarc_codes")
     ]
     paths += [f"{layer}/{m.name}" for layer in ("silver", "gold") for m in models(layer)]
-    return [*sorted(set(paths)), STATE_PATH, RELEASE_PATH]
+    return [*sorted(set(paths)), STATE_PATH, REQUALIFIED_PATH, RELEASE_PATH]
 
 
 def run_started(ctx: RunContext, run_id: str) -> datetime:

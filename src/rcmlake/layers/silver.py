@@ -19,6 +19,7 @@ nothing, so a run killed anywhere can simply run again.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -46,6 +47,7 @@ from rcmlake.transforms import (
 from rcmlake.transforms.check import empty_silver
 
 STATE_PATH = "_state/silver_batches"
+REQUALIFIED_PATH = "_state/requalified"  # what each entity's quarantine was last re-checked against
 UNIQUE_KEY = "unique_key"
 LINEAGE = ("datasource", "_batch_id", "_ingested_at", "_row_hash", "source_modified_at")
 
@@ -264,6 +266,11 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     dependent = [r.name for r in rs if r.depends_on_other_tables]
     if not changed and not dependent:
         return 0
+    # a verdict moves only when the entities the rules look up moved: unchanged since the
+    # last re-check (a no-op run), there is nothing to re-check
+    against = _looked_up_versions(ctx, m)
+    if not changed and against == _last_requalified(ctx, m):
+        return 0
     register_silver(s, ctx, references(ctx.config, m))
     s.read_lake("requalify_src", ctx.lake, path)
     hit = " OR ".join(f"list_contains(dq_failures, '{d}')" for d in dependent)
@@ -297,16 +304,53 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     if moved == 0:
         if changed:  # an empty commit records that these rules were applied to every row
             ctx.lake.write(path, current.schema.empty_table(), mode="append", metadata=meta)
-        return 0
-    s.update_columns(
-        ctx.lake,
-        path,
-        f"SELECT {cols}, dq_failures, dq_warnings, is_quarantined, _updated_at FROM moved",
-        on=identity,
-        metadata=meta,
-    )
+    else:
+        s.update_columns(
+            ctx.lake,
+            path,
+            f"SELECT {cols}, dq_failures, dq_warnings, is_quarantined, _updated_at FROM moved",
+            on=identity,
+            metadata=meta,
+        )
+    _mark_requalified(ctx, m, _looked_up_versions(ctx, m))  # with the commit just made
     rec.rows_released += released
     return released
+
+
+def _looked_up_versions(ctx: RunContext, m: Model) -> str:
+    """The content versions of ``m`` and of the silver entities its rules look up, as one
+    string: ``m``'s own, so rows written or restored (a rollback) since are re-checked too."""
+    text = " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
+    looked_up = [e.name for e in models("silver") if e.name == m.name or f"silver.{e.name}" in text]
+    versions = {name: ctx.lake.content_version(silver_path(name)) for name in looked_up}
+    return json.dumps(versions, sort_keys=True)
+
+
+def _last_requalified(ctx: RunContext, m: Model) -> str | None:
+    done = ctx.lake.read(REQUALIFIED_PATH)
+    if done is None:
+        return None
+    mine = done.filter(pc.equal(done["entity"], m.name))
+    if mine.num_rows == 0:
+        return None
+    latest = pc.index(mine["at"], pc.max(mine["at"])).as_py()
+    return str(mine["against"][latest].as_py())
+
+
+def _mark_requalified(ctx: RunContext, m: Model, against: str) -> None:
+    # after the commit it describes: a run killed between the two re-checks once more
+    ctx.lake.write(
+        REQUALIFIED_PATH,
+        pa.table(
+            {
+                "entity": [m.name],
+                "against": [against],
+                "run_id": [ctx.run_id],
+                "at": pa.array([datetime.now(UTC)], UTC_TS),
+            }
+        ),
+        mode="append",
+    )
 
 
 def references(config: ProjectConfig, m: Model) -> str:
