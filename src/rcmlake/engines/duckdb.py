@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from rcmlake.engines.base import Engine, EngineSession
+from rcmlake.engines.base import Engine, EngineSession, quote_ident
 from rcmlake.engines.dialect import view_name
 from rcmlake.errors import EngineError, scrub
 from rcmlake.storage.delta import Lake
@@ -108,8 +108,42 @@ class DuckDBSession(EngineSession):
         data = lake.dataset(path, version)
         if data is None and empty is None:
             return False
-        self.register(name, data if data is not None else empty.empty_table())  # type: ignore[union-attr]
-        return data is not None
+        if data is None:
+            self.register(name, empty.empty_table())  # type: ignore[union-attr]
+            return False
+        files = lake.parquet_files(path, version)
+        if files:
+            self._read_parquet(name, files, data.schema)
+        else:
+            self.register(name, data)
+        return True
+
+    def _read_parquet(self, name: str, files: list[str], schema: pa.Schema) -> None:
+        """``name`` as DuckDB's own Parquet scan of ``files``, typed as the table's schema.
+
+        Through a pyarrow dataset, a table with a file that delta-rs wrote as string_view
+        (MERGE does) is scanned whole, every column, without filter pushdown (``scannable``):
+        at 10M rows that read the whole table into Python. DuckDB's reader prunes columns and
+        row groups and stays within its memory limit. A column no file has yet (added by a
+        schema change) reads as NULL of its type.
+        """
+        typed = f"_schema_{view_name(name)}"
+        self.con.register(typed, schema.empty_table())
+        types = self.columns(typed)
+        self.con.unregister(typed)
+        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        scan = f"read_parquet([{listed}], union_by_name = true)"
+        present = {r["column_name"] for r in self.sql(f"DESCRIBE SELECT * FROM {scan}").to_pylist()}
+        select = ", ".join(
+            f"CAST({quote_ident(c) if c in present else 'NULL'} AS {t}) AS {quote_ident(c)}"
+            for c, t in types.items()
+        )
+        schema_name, _, _ = name.rpartition(".")
+        if schema_name:
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
+            self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {select} FROM {scan}")
+        else:
+            self.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {select} FROM {scan}")
 
     def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
         try:

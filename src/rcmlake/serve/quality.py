@@ -32,6 +32,8 @@ def quality_report(
     rows: list[dict[str, Any]] = []
     for entity in entities:
         key, current = _key(s, entity)
+        if examples <= 0:  # counts only: no keys to rank
+            key = "NULL"
         found = s.sql(f"""
             WITH f AS (
                 SELECT datasource, {key} AS k, unnest(dq_failures) AS rule, 'error' AS severity

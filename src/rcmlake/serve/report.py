@@ -19,7 +19,6 @@ from typing import Any
 import plotly.offline
 
 from rcmlake.engines.base import EngineSession
-from rcmlake.serve.quality import quality_report
 
 QUERIES = {
     "kpi": "SELECT * FROM gold.mart_kpi_monthly ORDER BY datasource, month",
@@ -44,12 +43,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def report_data(s: EngineSession, entities: list[str]) -> dict[str, Any]:
+def report_data(s: EngineSession) -> dict[str, Any]:
+    """The page's marts and parameters (``Project.report`` adds the quality counts)."""
     data: dict[str, Any] = {
         name: [{k: _plain(v) for k, v in row.items()} for row in s.sql(sql).to_pylist()]
         for name, sql in QUERIES.items()
     }
-    data["quality"] = quality_report(s, entities, examples=0)
     params = s.sql(
         "SELECT any_value(aging_basis) AS basis, max(as_of_date) AS as_of FROM gold.mart_ar_aging"
     ).to_pylist()

@@ -97,6 +97,23 @@ class Lake:
         dt = self.table(path, version)
         return dt.to_pyarrow_dataset() if dt is not None else None
 
+    def parquet_files(self, path: str, version: int | None = None) -> list[str] | None:
+        """The data files of a version, for an engine's own Parquet reader; None when the files
+        alone do not say what the table holds (not a local folder, partition values kept in
+        the log, deletion vectors or column mapping) and the table must be read through
+        delta-rs (:meth:`dataset`)."""
+        if not self.is_local:
+            return None
+        dt = self.table(path, version)
+        if dt is None:
+            return None
+        protocol = dt.protocol()
+        if protocol.min_reader_version > 1 or protocol.reader_features:
+            return None
+        if dt.metadata().partition_columns:
+            return None
+        return list(dt.file_uris())
+
     def read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
         data = self.dataset(path)
         return data.to_table(columns=columns) if data is not None else None
