@@ -105,13 +105,12 @@ class DuckDBSession(EngineSession):
         empty: pa.Schema | None = None,
         version: int | None = None,
     ) -> bool:
-        data = lake.dataset(path, version)
-        if data is None and empty is None:
+        scan = lake.scan(path, version)
+        if scan is None:
+            if empty is not None:
+                self.register(name, empty.empty_table())
             return False
-        if data is None:
-            self.register(name, empty.empty_table())  # type: ignore[union-attr]
-            return False
-        files = lake.parquet_files(path, version)
+        data, files = scan
         if files:
             self._read_parquet(name, files, data.schema)
         else:

@@ -269,7 +269,7 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     # a verdict moves only when the entities the rules look up moved: unchanged since the
     # last re-check (a no-op run), there is nothing to re-check
     against = _looked_up_versions(ctx, m)
-    if not changed and against == _last_requalified(ctx, m):
+    if not changed and json.dumps(against, sort_keys=True) == _last_requalified(ctx, m):
         return 0
     register_silver(s, ctx, references(ctx.config, m))
     s.read_lake("requalify_src", ctx.lake, path)
@@ -312,18 +312,18 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
             on=identity,
             metadata=meta,
         )
-    _mark_requalified(ctx, m, _looked_up_versions(ctx, m))  # with the commit just made
+    against[m.name] = ctx.lake.content_version(path)  # with the commit just made
+    _mark_requalified(ctx, m, json.dumps(against, sort_keys=True))
     rec.rows_released += released
     return released
 
 
-def _looked_up_versions(ctx: RunContext, m: Model) -> str:
-    """The content versions of ``m`` and of the silver entities its rules look up, as one
-    string: ``m``'s own, so rows written or restored (a rollback) since are re-checked too."""
+def _looked_up_versions(ctx: RunContext, m: Model) -> dict[str, int]:
+    """The content versions of ``m`` and of the silver entities its rules look up: ``m``'s
+    own, so rows written or restored (a rollback) since are re-checked too."""
     text = " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
     looked_up = [e.name for e in models("silver") if e.name == m.name or f"silver.{e.name}" in text]
-    versions = {name: ctx.lake.content_version(silver_path(name)) for name in looked_up}
-    return json.dumps(versions, sort_keys=True)
+    return {name: ctx.lake.content_version(silver_path(name)) for name in looked_up}
 
 
 def _last_requalified(ctx: RunContext, m: Model) -> str | None:

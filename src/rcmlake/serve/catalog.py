@@ -104,19 +104,21 @@ def register_lake(
         masked = analyst and bool(access.classification(layer, name)["direct"])
         if masked and needed is not None and not re.search(rf"\b{re.escape(name)}\b", needed):
             continue  # a whole name: `claims` is not in `claims_adjudicated`
-        data = lake.dataset(path, version)  # one open per table; None when not built
-        if data is None:
-            continue
-        if masked:
-            assert engine is not None, "the analyst role reads masked tables through the engine"
-            access.load_masked(s, engine, qualified, data, salt)
-        elif not analyst:
+        if not analyst:
             # the engine's own reader where it has one (pruned, within its memory limit); an
             # analyst session is locked away from files, so it scans through delta-rs
-            s.read_lake(qualified, lake, path, version=version)
+            if not s.read_lake(qualified, lake, path, version=version):
+                continue  # not built
         else:
-            s.register(f"_{layer}_{name}", data)
-            s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
+            data = lake.dataset(path, version)  # one open per table; None when not built
+            if data is None:
+                continue
+            if masked:
+                assert engine is not None, "the analyst role reads masked tables through the engine"
+                access.load_masked(s, engine, qualified, data, salt)
+            else:
+                s.register(f"_{layer}_{name}", data)
+                s.execute(f"CREATE OR REPLACE VIEW {qualified} AS SELECT * FROM _{layer}_{name}")
         s.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {qualified}")
         names.append(qualified)
     audit = lake.dataset(AUDIT_PATH)

@@ -97,22 +97,24 @@ class Lake:
         dt = self.table(path, version)
         return dt.to_pyarrow_dataset() if dt is not None else None
 
-    def parquet_files(self, path: str, version: int | None = None) -> list[str] | None:
-        """The data files of a version, for an engine's own Parquet reader; None when the files
-        alone do not say what the table holds (not a local folder, partition values kept in
-        the log, deletion vectors or column mapping) and the table must be read through
-        delta-rs (:meth:`dataset`)."""
-        if not self.is_local:
-            return None
+    def scan(
+        self, path: str, version: int | None = None
+    ) -> tuple[ds.Dataset, list[str] | None] | None:
+        """The table (its newest version unless ``version``) opened once, for an engine to scan:
+        its pyarrow dataset, and its data files for the engine's own Parquet reader, or None
+        where the files alone do not say what the table holds (not a local folder, partition
+        values kept in the log, deletion vectors or column mapping). None: no table yet."""
         dt = self.table(path, version)
         if dt is None:
             return None
         protocol = dt.protocol()
-        if protocol.min_reader_version > 1 or protocol.reader_features:
-            return None
-        if dt.metadata().partition_columns:
-            return None
-        return list(dt.file_uris())
+        plain = (
+            self.is_local
+            and protocol.min_reader_version == 1
+            and not protocol.reader_features
+            and not dt.metadata().partition_columns
+        )
+        return dt.to_pyarrow_dataset(), list(dt.file_uris()) if plain else None
 
     def read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
         data = self.dataset(path)
