@@ -26,7 +26,7 @@ from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console, QuietConsole
 from rcmlake.engines import engine_for
 from rcmlake.engines.base import Engine
-from rcmlake.engines.duckdb import DuckDBEngine
+from rcmlake.engines.duckdb import DuckDBEngine, DuckDBSession
 from rcmlake.errors import ConfigError, LakeLocked
 from rcmlake.layers.context import RunContext, new_id
 from rcmlake.storage.audit import AUDIT_PATH, AuditLog, LoadRecord
@@ -266,6 +266,11 @@ class Project:
             who = {**asdict(leased), "started_at": leased.acquired_at}
         return who
 
+    def _reader(self, role: str) -> DuckDBSession:
+        """A session to read the lake in as ``role``: an analyst's is locked away from host
+        files, which locks its whole database, so it gets one of its own."""
+        return self.local.session(private=role == "analyst")
+
     def sql(self, query: str, *, as_of: str | None = None, role: str = "analyst") -> pa.Table:
         """Run DuckDB SQL over every silver and gold table, registered as views by their names;
         ``as_of`` (a release number or an ISO time) reads the lake as it was then. As
@@ -273,7 +278,7 @@ class Project:
         ``privileged`` sees every value."""
         from rcmlake.serve.catalog import register_lake
 
-        with self.local.session() as s:
+        with self._reader(role) as s:
             register_lake(s, self.lake, as_of, role=role, engine=self.local, needed=query)
             return s.sql(query)
 
@@ -356,7 +361,7 @@ class Project:
             unknown_members,
         )
 
-        with self.local.session() as s:
+        with self._reader(role) as s:
             tables = register_lake(s, self.lake, role=role, engine=self.local)
             entities = _silver_entities(tables)
             hits = quality_report(s, entities, examples)
@@ -374,7 +379,7 @@ class Project:
         from rcmlake.serve.quality import quality_report
         from rcmlake.serve.report import QUERIES, report_data, write_report
 
-        with self.local.session() as s:
+        with self._reader(role) as s:
             needed = " ".join(QUERIES.values())  # the marts: no masked table is copied
             tables = register_lake(s, self.lake, role=role, engine=self.local, needed=needed)
             if "gold.mart_kpi_monthly" not in tables:

@@ -120,6 +120,11 @@ def load_masked(
 
 
 def lock_down(s: EngineSession) -> None:
-    """No host files from here on (no read_csv('/etc/…'), no COPY TO), and no way back."""
+    """No host files from here on (no read_csv('/etc/…'), no COPY TO), and no way back.
+
+    The setting is the database's, so ``s`` must be a database of its own (a private
+    session): locking a session of the engine's shared database would lock the engine."""
+    if getattr(s, "catalog", None) is not None:
+        raise AssertionError("lock_down needs a private session (engine.session(private=True))")
     s.execute("SET enable_external_access = false")
     s.execute("SET lock_configuration = true")

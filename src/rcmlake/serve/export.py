@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -19,21 +21,23 @@ from rcmlake.serve.catalog import lake_tables
 from rcmlake.storage.delta import Lake
 
 
+@contextmanager
 def _masked(
     runner: Engine | None, qualified: str, dt: DeltaTable, salt: str | None
-) -> pa.RecordBatchReader | None:
+) -> Iterator[pa.RecordBatchReader | None]:
     """The table with the analyst masks applied, streamed (None: nothing to mask, or a
-    privileged export). The engine session stays open while the stream is read."""
-    if salt is None or runner is None:
-        return None
-    layer, name = qualified.split(".")
-    columns = [f.name for f in pa.schema(dt.schema().to_arrow())]
-    query = masked_query(layer, name, "raw", columns, salt)
-    if query is None:
-        return None
-    s = runner.session()
-    s.register("raw", dt.to_pyarrow_dataset())
-    return s.stream(query)
+    privileged export); the engine session closes once the stream has been read."""
+    query = None
+    if salt is not None and runner is not None:
+        layer, name = qualified.split(".")
+        columns = [f.name for f in pa.schema(dt.schema().to_arrow())]
+        query = masked_query(layer, name, "raw", columns, salt)
+    if query is None or runner is None:
+        yield None
+        return
+    with runner.session() as s:
+        s.register("raw", dt.to_pyarrow_dataset())
+        yield s.stream(query)
 
 
 def to_duckdb(
@@ -65,15 +69,14 @@ def to_duckdb(
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
             dt = lake.table(path, version)
             assert dt is not None
-            if (masked := _masked(runner, qualified, dt, salt)) is not None:
-                con.register("src", masked)
-                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
-                con.unregister("src")
-            elif copy or not dt.file_uris():  # a view needs files; an empty table has none
-                con.register("src", dt.to_pyarrow_dataset())
-                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
-                con.unregister("src")
-            else:
+            with _masked(runner, qualified, dt, salt) as masked:
+                # a view needs files (an empty table has none)
+                copied = masked is not None or copy or not dt.file_uris()
+                if copied:
+                    con.register("src", masked or dt.to_pyarrow_dataset())
+                    con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM src")
+                    con.unregister("src")
+            if not copied:
                 files = ", ".join(f"'{f}'" for f in dt.file_uris())
                 parts = dt.metadata().partition_columns
                 schema = pa.schema(dt.schema().to_arrow())
@@ -154,8 +157,8 @@ def to_postgres(
                 continue
             dt = lake.table(path, version)
             assert dt is not None
-            masked = _masked(runner, qualified, dt, salt)
-            table = _flatten_lists(masked.read_all() if masked else dt.to_pyarrow_table())
+            with _masked(runner, qualified, dt, salt) as masked:
+                table = _flatten_lists(masked.read_all() if masked else dt.to_pyarrow_table())
             counts[name] = _publish(engine, schema, name, table)
     except sa.exc.OperationalError as exc:
         raise SourceUnavailable(f"cannot reach PostgreSQL ({type(exc.orig).__name__})") from None
