@@ -218,7 +218,8 @@ class Project:
         result = RunResult(ctx.run_id)
         with self.writing():
             for layer in [layer for layer in LAYERS if layer in layers]:
-                result.records.extend(self._layer(layer, ctx, loads, entities))
+                with self.audit.held():  # one audit commit per layer
+                    result.records.extend(self._layer(layer, ctx, loads, entities))
         return result
 
     def _layer(

@@ -9,6 +9,8 @@ that landed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,15 +108,44 @@ class AuditLog:
         self.lake = lake
         self._lock = threading.Lock()
         self._known: set[str] | None = None
+        self._held: list[LoadRecord] | None = None  # records kept for one commit (``held``)
 
     def record(self, *records: LoadRecord) -> None:
         if not records:
             return
-        table = pa.Table.from_pylist([asdict(r) for r in records], schema=SCHEMA)
         with self._lock:
-            self.lake.write(AUDIT_PATH, table, mode="append", schema_mode="merge")
+            if self._held is not None:
+                self._held.extend(records)
+            else:
+                self._append(list(records))
             if self._known is not None:
                 self._known.update(r.batch_id for r in records)
+
+    def _append(self, records: list[LoadRecord]) -> None:
+        table = pa.Table.from_pylist([asdict(r) for r in records], schema=SCHEMA)
+        self.lake.write(AUDIT_PATH, table, mode="append", schema_mode="merge")
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Records made in the block are appended in one commit when it ends, raised or not.
+
+        A layer's loads run in parallel, and one audit commit each serialised them on the
+        audit table (on an object store a commit is several round trips). Nothing is lost
+        by waiting: a load that committed and was killed before its audit row is recovered
+        from its table's log (``recover``), and a load that did not commit has no row to keep.
+        """
+        with self._lock:
+            outer = self._held is not None
+            if not outer:
+                self._held = []
+        try:
+            yield
+        finally:
+            if not outer:
+                with self._lock:
+                    pending, self._held = self._held or [], None
+                    if pending:
+                        self._append(pending)
 
     def read(self) -> pa.Table:
         return self.lake.read(AUDIT_PATH) or SCHEMA.empty_table()
@@ -125,6 +156,7 @@ class AuditLog:
             if self._known is None:
                 table = self.lake.read(AUDIT_PATH, columns=["batch_id"])
                 self._known = set(table.column(0).to_pylist()) if table is not None else set()
+                self._known.update(r.batch_id for r in self._held or [])
             return set(self._known)
 
     def latest(self, limit: int = 50) -> list[dict[str, Any]]:

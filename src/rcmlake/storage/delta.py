@@ -73,9 +73,7 @@ class Lake:
                 return DeltaTable(
                     self.uri(path), version=version, storage_options=self.storage_options
                 )
-            with self._locks_lock:
-                lock = self._locks.setdefault(path, threading.Lock())
-            with lock:  # per table: parallel loads of different tables open them in parallel
+            with self._lock(path):  # parallel loads of different tables open them in parallel
                 dt = self._open.get(path)
                 if dt is None:
                     dt = self._open[path] = DeltaTable(
@@ -88,6 +86,11 @@ class Lake:
             return None
         except DeltaError as exc:
             raise StorageError(f"cannot open {path}: {exc}") from None
+
+    def _lock(self, path: str) -> threading.Lock:
+        """The lock of one open table: its state is updated by one thread at a time."""
+        with self._locks_lock:
+            return self._locks.setdefault(path, threading.Lock())
 
     def exists(self, path: str) -> bool:
         return self.table(path) is not None
@@ -146,12 +149,19 @@ class Lake:
         }
         if predicate:
             options["predicate"] = predicate
+        # into the open table where there is one: delta-rs then commits on the state it holds
+        # (rebased if another writer committed since) instead of opening the table again,
+        # which on an object store is a listing and a read of the log per write
+        current = self.table(path)
         try:
-            write_deltalake(self.uri(path), data, **options)
+            with self._lock(path):
+                write_deltalake(current or self.uri(path), data, **options)
         except CommitFailedError as exc:
             raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
             raise StorageError(f"cannot write {path}: {scrub(str(exc).splitlines()[0])}") from None
+        if current is not None:
+            return current.version()
         dt = self.table(path)
         assert dt is not None
         return dt.version()
