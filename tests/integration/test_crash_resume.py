@@ -12,6 +12,7 @@ import pytest
 from scripts.kill_trials import differing
 
 from rcmlake.project import Project
+from rcmlake.storage.audit import AUDIT_PATH
 from tests.conftest import make_project
 
 
@@ -19,6 +20,7 @@ from tests.conftest import make_project
     # silver's 3rd commit is patients, whose same-time versions a replay must not add again
     "fault",
     [
+        "bronze.after_commit:3",
         "silver.after_commit:1",
         "silver.after_commit:3",
         "silver.after_commit:6",
@@ -46,9 +48,18 @@ def test_killed_run_then_rerun_equals_clean_run(
     clean = Project.load(clean_dir / "rcmlake.yaml")
     assert clean.run().exit_code == 0
     assert differing(crashed, clean) == []
+    # a layer's audit rows are one commit, written when the layer ends
+    assert len(clean.lake.commits(AUDIT_PATH)) == 3
     # every commit of every layer has its audit row, the crashed one rebuilt from the Delta log
     audited = set(crashed.audit.read().column("batch_id").to_pylist())
+    bronze = sorted(
+        p.relative_to(crashed_dir / "lake" / "bronze").as_posix()
+        for p in (crashed_dir / "lake" / "bronze").glob("*/*")
+        if (p / "_delta_log").is_dir()
+    )
+    assert bronze
     for layer, table in [
+        *(("bronze", t) for t in bronze),
         ("silver", "transactions"),
         ("silver", "patients"),
         ("gold", "fact_claim"),

@@ -1,0 +1,62 @@
+"""Sessions of one DuckDB engine share its database but nothing else: each has a catalog of
+its own, closed with it; the analyst's lock-down takes a database of its own."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pytest
+
+from rcmlake.engines.duckdb import DuckDBEngine
+from rcmlake.errors import EngineError
+from rcmlake.serve.access import lock_down
+
+
+def _catalogs(engine: DuckDBEngine) -> set[str]:
+    names = engine._database().execute("SELECT database_name FROM duckdb_databases()").fetchall()
+    return {n for (n,) in names if n.startswith("session_")}
+
+
+def test_sessions_of_one_engine_keep_their_relations_apart() -> None:
+    engine = DuckDBEngine("1GB", 2)
+    a, b = engine.session(), engine.session()
+    for s, value in ((a, 1), (b, 2)):
+        s.materialize("silver.claims", f"SELECT {value} AS v, surrogate_key('c1') AS k")
+        s.register("params", pa.table({"p": [value]}))
+        s.materialize("built", "SELECT p FROM params")
+    assert a.sql("SELECT v FROM silver.claims").column("v").to_pylist() == [1]
+    assert b.sql("SELECT v FROM silver.claims").column("v").to_pylist() == [2]
+    assert a.scalar("SELECT p FROM built") == 1 and b.scalar("SELECT p FROM built") == 2
+    # the functions the models call are every session's, and agree
+    assert a.scalar("SELECT k FROM silver.claims") == b.scalar("SELECT k FROM silver.claims")
+    assert a.scalar("SELECT current_setting('TimeZone')") == "UTC"
+    assert len(_catalogs(engine)) == 2
+    a.close()
+    b.close()
+    assert _catalogs(engine) == set()  # a closed session leaves nothing in the database
+
+
+def test_parallel_sessions_build_the_same_names_without_clashing() -> None:
+    engine = DuckDBEngine(threads=2)
+
+    def build(i: int) -> int:
+        with engine.session() as s:
+            s.materialize("bronze.rows", f"SELECT range AS r FROM range({i * 1000})")
+            return int(s.scalar("SELECT count(*) FROM bronze.rows"))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(build, range(1, 9))) == [i * 1000 for i in range(1, 9)]
+    assert _catalogs(engine) == set()
+
+
+def test_lock_down_needs_a_private_session() -> None:
+    engine = DuckDBEngine()
+    with engine.session() as shared, pytest.raises(AssertionError, match="private session"):
+        lock_down(shared)
+    with engine.session(private=True) as private:
+        lock_down(private)
+        with pytest.raises(EngineError, match="file system operations are disabled"):
+            private.sql("SELECT * FROM read_csv('/etc/passwd')")
+    with engine.session() as after:  # the engine's own sessions still read files
+        assert after.scalar("SELECT count(*) FROM glob('/etc/*')") > 0
