@@ -88,7 +88,8 @@ class Lake:
             raise StorageError(f"cannot open {path}: {exc}") from None
 
     def _lock(self, path: str) -> threading.Lock:
-        """The lock of one open table: its state is updated by one thread at a time."""
+        """The lock of one open table: its state is updated (brought up to date, or moved by
+        a commit: write, merge, delete, restore, maintenance) by one thread at a time."""
         with self._locks_lock:
             return self._locks.setdefault(path, threading.Lock())
 
@@ -188,7 +189,7 @@ class Lake:
             self.write(path, source, mode="append", metadata=metadata)
             return {"num_target_rows_updated": 0}
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in on)
-        with _translated(path, "merge into"):
+        with self._lock(path), _translated(path, "merge into"):
             merger = _merger(dt, source, predicate, metadata, merge_schema=True)
             merger = merger.when_matched_update_all(predicate=update_when)
             if insert:
@@ -213,7 +214,7 @@ class Lake:
         keys = list(on)
         predicate = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in keys)
         updates = {c: f"s.{_q(c)}" for c in source.schema.names if c not in keys}
-        with _translated(path, "update"):
+        with self._lock(path), _translated(path, "update"):
             merger = _merger(dt, source, predicate, metadata)
             return dict(merger.when_matched_update(updates).execute())
 
@@ -235,7 +236,7 @@ class Lake:
         self.fence()
         dt = self.table(path)
         assert dt is not None
-        with _translated(path, "merge into"):
+        with self._lock(path), _translated(path, "merge into"):
             merger = _merger(dt, staged, f"t.{_q(key)} = s._merge_key AND t.is_current", metadata)
             merger = merger.when_matched_update(
                 {
@@ -254,7 +255,7 @@ class Lake:
         self.fence()
         dt = self.table(path)
         assert dt is not None
-        with _translated(path, "restore"):
+        with self._lock(path), _translated(path, "restore"):
             dt.restore(version, commit_properties=_props(metadata))
         return dt.version()
 
@@ -264,7 +265,7 @@ class Lake:
         dt = self.table(path)
         if dt is None:
             return 0
-        with _translated(path, "delete from"):
+        with self._lock(path), _translated(path, "delete from"):
             done = dt.delete(predicate, commit_properties=_props(metadata))
             return int(done.get("num_deleted_rows", 0))
 
@@ -301,7 +302,7 @@ class Lake:
             (c["rcmlake"] for c in self.commits(path, limit=50) if c["rcmlake"]), {}
         )
         meta = {k: v for k, v in state.items() if k in STATE_KEYS} | {"operation": "maintenance"}
-        with _translated(path, "maintain"):
+        with self._lock(path), _translated(path, "maintain"):
             compacted = dt.optimize.compact(commit_properties=_props(meta))
             dt.create_checkpoint()
             removed = dt.vacuum(
