@@ -285,6 +285,11 @@ class GoldConfig(Strict):
         lt=1,
         description="A line paid this share below the payer's usual payment for the CPT is underpaid.",
     )
+    incremental: bool = Field(
+        True,
+        description="Rebuild only the gold tables (and, for facts, the service months) whose "
+        "inputs changed since the last release; `false` rebuilds every table whole.",
+    )
 
 
 class RunConfig(Strict):

@@ -1,32 +1,43 @@
-"""Gold: the star schema and KPI marts, rebuilt from silver in one engine session.
+"""Gold: the star schema and KPI marts, built from silver in one engine session.
 
-Gold is derived, so it is rebuilt whole rather than merged: each model of
-``transforms/gold/gold.yml`` runs in order (dims, facts, marts) against the
-current silver tables and the gold models before it, and each table is one
-Delta overwrite. Every commit carries a fingerprint of what it was built from
-(silver versions, gold config, the models' SQL, the package version). A
-complete build is published as one release (:mod:`rcmlake.storage.release`),
-which is what readers see; when the fingerprint of the latest release still
-holds and no gold table moved since, nothing is written.
+Each model of ``transforms/gold/gold.yml`` runs in order (dims, facts, marts) against
+the current silver tables and the gold models before it. Every commit carries a
+fingerprint of what it was built from (silver versions, gold config, the models' SQL,
+the package version). A complete build is published as one release
+(:mod:`rcmlake.storage.release`), which is what readers see; when the fingerprint of the
+latest release still holds and no gold table moved since, nothing is written.
+
+Gold is derived, so it is never merged row by row; but neither is it rebuilt whole on
+every change. When only silver moved since the last release (same config, SQL and
+package) and gold is as that release left it, a build is incremental: a model whose
+inputs did not change *in the columns it reads* (``transforms/lineage.py``) keeps its
+released version, and a fact partitioned by service month rewrites only the months its
+changed input rows map to (``months:`` in gold.yml), with one partition overwrite.
+Dimensions and marts that changed are rebuilt whole (they are small or aggregate).
+Anything the plan cannot vouch for (an input it cannot map, an old version that vacuum
+removed) rebuilds that table whole: slower, never stale.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pyarrow as pa
-
 from rcmlake import __version__, faults
+from rcmlake.engines.base import EngineSession, quote_ident
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.delta import is_maintenance
+from rcmlake.storage.release import Release
 from rcmlake.transforms import Model, models
+from rcmlake.transforms.lineage import PARAMS, gold_lineage, gold_params
 
 
 def gold_path(name: str) -> str:
@@ -50,7 +61,8 @@ def fingerprint(ctx: RunContext) -> str:
     return json.dumps(
         {
             "silver": versions,
-            "gold": ctx.config.gold.model_dump(mode="json"),
+            # how gold is built (incremental or whole) does not change what it holds
+            "gold": ctx.config.gold.model_dump(mode="json", exclude={"incremental"}),
             "sql": code.hexdigest()[:16],
             "rcmlake": __version__,
         },
@@ -102,13 +114,14 @@ def default_as_of(s: Any) -> date:
 
 
 def run_gold(ctx: RunContext) -> list[LoadRecord]:
-    """Rebuild gold when what it is built from changed, then publish it as one release."""
+    """Build gold when what it is built from changed, then publish it as one release."""
     all_models = models("gold")
     for m in all_models:
         ctx.audit.recover(gold_path(m.name), layer="gold", datasource="*", table=m.name)
     fp = fingerprint(ctx)
     current = release.latest(ctx.lake)
-    if current and current.fingerprint == fp and current.versions == _current_versions(ctx):
+    held = _current_versions(ctx)
+    if current and current.fingerprint == fp and current.versions == held:
         records = [_start(ctx, m).finish("no_change") for m in all_models]
         ctx.audit.record(*records)
         return records
@@ -123,10 +136,133 @@ def run_gold(ctx: RunContext) -> list[LoadRecord]:
         ]
         ctx.audit.record(*records)
         return records
-    return _rebuild(ctx, fp)
+    return _build(ctx, fp, _base(ctx, fp, current, held))
 
 
-def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
+def _base(
+    ctx: RunContext, fp: str, current: Release | None, held: dict[str, int | None]
+) -> Release | None:
+    """The release an incremental build may start from: built by the same config, SQL and
+    package from older silver, and still what gold holds (no table moved since: a failed or
+    killed build, or a rollback, rebuilds whole)."""
+    if not ctx.config.gold.incremental or current is None or current.versions != held:
+        return None
+    before, now = json.loads(current.fingerprint), json.loads(fp)
+    before.pop("silver", None), now.pop("silver", None)
+    return current if before == now else None
+
+
+def _month_filter(months: list[date | None]) -> str:
+    """``service_month`` in ``months`` (a NULL month is the partition of rows with none)."""
+    days = [f"DATE '{m.isoformat()}'" for m in months if m is not None]
+    parts = [f"service_month IN ({', '.join(days)})"] if days else []
+    if None in months:
+        parts.append("service_month IS NULL")
+    return " OR ".join(parts)
+
+
+@dataclass
+class _Plan:
+    """How one model is built this run: ``keep`` its released version, rewrite ``months``,
+    or (neither) rebuild it whole; ``why`` for the audit log."""
+
+    keep: bool = False
+    months: list[date | None] | None = None
+    why: str = ""
+
+
+class _Changes:
+    """What moved between the base release and now, as each model reads it.
+
+    A relation's change is the rows that differ between the base release's version and the
+    current one, in the columns the model reads (``EXCEPT ALL`` both ways: multisets, so a
+    dropped duplicate counts). Gold tables rebuilt by month are compared in those months only.
+    """
+
+    def __init__(self, s: EngineSession, ctx: RunContext, base: Release, as_of: date):
+        self.s, self.ctx, self.base = s, ctx, base
+        self.silver: dict[str, int] = json.loads(base.fingerprint)["silver"]
+        self.as_of_moved = base.as_of_date != as_of.isoformat()
+        self.rebuilt: dict[str, list[date | None] | None] = {}  # gold model -> months (None: all)
+        self._names = itertools.count(1)
+
+    def moved(self, relation: str) -> bool:
+        """Whether ``relation`` can differ from the base at all (versions, no data read)."""
+        if relation == PARAMS:
+            return self.as_of_moved
+        layer, _, name = relation.partition(".")
+        if layer == "silver":
+            return self.ctx.lake.content_version(silver_path(name)) != self.silver.get(name, -1)
+        return name in self.rebuilt
+
+    def changed(self, relation: str, columns: frozenset[str]) -> str | None:
+        """A temp table of ``relation``'s changed rows (in ``columns``), or None if none."""
+        layer, _, name = relation.partition(".")
+        old = f"base_{layer}_{name}"
+        if layer == "silver":
+            from rcmlake.transforms.check import empty_silver
+
+            version = self.silver.get(name, -1)
+            if version < 0:  # not there when the base was built: every row is new
+                self.s.register(old, empty_silver()[name].empty_table())
+            else:
+                self.s.read_lake(old, self.ctx.lake, silver_path(name), version=version)
+            where = ""
+        else:
+            self.s.read_lake(old, self.ctx.lake, gold_path(name), version=self.base.versions[name])
+            months = self.rebuilt[name]
+            where = f" WHERE {_month_filter(months)}" if months is not None else ""
+        cols = ", ".join(quote_ident(c) for c in sorted(columns))
+        table = f"changed_{next(self._names)}"
+        self.s.materialize(
+            table,
+            f"SELECT * FROM (SELECT {cols} FROM {old}{where} "
+            f"EXCEPT ALL SELECT {cols} FROM {relation}{where}) AS gone "
+            f"UNION ALL SELECT * FROM (SELECT {cols} FROM {relation}{where} "
+            f"EXCEPT ALL SELECT {cols} FROM {old}{where}) AS came",
+        )
+        if int(self.s.scalar(f"SELECT count(*) FROM {table}")):
+            return table
+        self.s.drop(table)
+        return None
+
+    def plan(self, m: Model) -> _Plan:
+        reads = gold_lineage()[m.name]
+        mapped: dict[str, str] = m.spec.get("months", {})
+        moved = [r for r in reads if self.moved(r)]
+        if not moved:
+            return _Plan(keep=True, why="none of its inputs changed")
+        if PARAMS in moved:  # one row of settings: every row it touches may move
+            return _Plan(why="the as-of date moved")
+        months: set[date | None] = set()
+        changed_inputs = []
+        for relation in sorted(moved, key=lambda r: r in mapped):  # unmapped ones first
+            table = self.changed(relation, reads[relation])
+            if table is None:
+                continue
+            changed_inputs.append(relation)
+            if relation not in mapped:
+                self.s.drop(table)
+                return _Plan(why=f"{relation} changed")
+            self.s.execute(f"CREATE OR REPLACE TEMP VIEW changed AS SELECT * FROM {table}")
+            found = self.s.sql(
+                "SELECT DISTINCT CAST(date_trunc('month', day) AS DATE) AS month "
+                f"FROM ({mapped[relation]}) AS moved"
+            )
+            months |= set(found.column(0).to_pylist())
+            self.s.drop(table)
+        if not changed_inputs:
+            return _Plan(keep=True, why="its inputs changed, not in the columns it reads")
+        if not months:
+            return _Plan(keep=True, why=f"no service month reads what changed in {changed_inputs}")
+        ordered = sorted(months, key=lambda d: (d is not None, d or date.min))
+        return _Plan(
+            months=ordered, why=f"{len(ordered)} service month(s): {', '.join(changed_inputs)}"
+        )
+
+
+def _build(ctx: RunContext, fp: str, base: Release | None) -> list[LoadRecord]:
+    """Build every model (``base``: incrementally from that release) and release the result."""
     all_models = models("gold")
     records: list[LoadRecord] = []
     versions: dict[str, int] = {}
@@ -140,18 +276,8 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
         register_silver(s, ctx)
         cfg = ctx.config.gold
         as_of = cfg.as_of or default_as_of(s)
-        s.register(
-            "params",
-            pa.table(
-                {
-                    "as_of_date": [as_of],
-                    "aging_basis": [cfg.aging_basis],
-                    "fiscal_year_start_month": [cfg.fiscal_year_start_month],
-                    "remittance_wait_days": [cfg.remittance_wait_days],
-                    "underpayment_threshold": [cfg.underpayment_threshold],
-                }
-            ),
-        )
+        s.register(PARAMS, gold_params(cfg, as_of))
+        changes = _Changes(s, ctx, base, as_of) if base is not None else None
         failed = False
         for m in all_models:
             rec = _start(ctx, m)
@@ -159,32 +285,28 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
                 records.append(rec.finish("skipped", "an earlier gold model failed"))
                 continue
             try:
-                s.materialize("gold_built", m.sql)
-                rec.rows_read = rec.rows_written = int(s.scalar("SELECT count(*) FROM gold_built"))
-                rec.delta_version = versions[m.name] = s.write(
-                    ctx.lake,
-                    gold_path(m.name),
-                    "SELECT * FROM gold_built",
-                    comments=m.describe(),
-                    mode="overwrite",
-                    schema_mode="overwrite",
-                    partition_by=m.spec.get("partition_by"),
-                    description=m.spec.get("description"),
-                    metadata={
-                        "run_id": ctx.run_id,
-                        "batch_id": rec.batch_id,
-                        "load_type": "rebuild",
-                        "rows_read": rec.rows_read,
-                        "rows_written": rec.rows_written,
-                        "fingerprint": fp,
-                        "as_of_date": as_of.isoformat(),
-                        "aging_basis": cfg.aging_basis,
-                    },
-                )
+                plan = _Plan(why="first build" if base is None else "")
+                if changes is not None:
+                    try:
+                        plan = changes.plan(m)
+                    except RcmlakeError as exc:  # an old version gone (vacuumed): build whole
+                        plan = _Plan(why=f"whole: {exc}")
+                if plan.keep and base is not None:
+                    versions[m.name] = base.versions[m.name]
+                    s.read_lake(
+                        f"gold.{m.name}", ctx.lake, gold_path(m.name), version=versions[m.name]
+                    )
+                    records.append(rec.finish("no_change", plan.why))
+                    bar.advance(f"gold {m.name}")
+                    continue
+                versions[m.name] = _write(s, ctx, m, rec, fp, as_of, plan.months)
+                if changes is not None:
+                    changes.rebuilt[m.name] = plan.months
+                if plan.why:
+                    rec.note(plan.why)
                 # later models read what was written: the engine holds one model's result at a
                 # time (not every fact built so far, which at 10M rows outgrew a 4 GB DuckDB),
                 # and Spark does not recompute the chain of models before it
-                s.drop("gold_built")
                 s.read_lake(f"gold.{m.name}", ctx.lake, gold_path(m.name), version=versions[m.name])
                 faults.point("gold.after_commit")
                 rec.finish("success")
@@ -205,3 +327,45 @@ def _rebuild(ctx: RunContext, fp: str) -> list[LoadRecord]:
             as_of_date=as_of.isoformat(),
         )
     return records
+
+
+def _write(
+    s: EngineSession,
+    ctx: RunContext,
+    m: Model,
+    rec: LoadRecord,
+    fp: str,
+    as_of: date,
+    months: list[date | None] | None,
+) -> int:
+    """Build ``m`` (only ``months`` of it, overwriting those partitions) in one commit."""
+    where = _month_filter(months) if months is not None else None
+    rec.load_type = "months" if where else "rebuild"
+    query = f"SELECT * FROM ({m.sql}) AS built WHERE {where}" if where else m.sql
+    s.materialize("gold_built", query)
+    rec.rows_read = rec.rows_written = int(s.scalar("SELECT count(*) FROM gold_built"))
+    cfg = ctx.config.gold
+    rec.delta_version = version = s.write(
+        ctx.lake,
+        gold_path(m.name),
+        "SELECT * FROM gold_built",
+        comments=m.describe(),
+        mode="overwrite",
+        schema_mode=None if where else "overwrite",
+        predicate=where,
+        partition_by=m.spec.get("partition_by"),
+        description=m.spec.get("description"),
+        metadata={
+            "run_id": ctx.run_id,
+            "batch_id": rec.batch_id,
+            "load_type": rec.load_type,
+            "rows_read": rec.rows_read,
+            "rows_written": rec.rows_written,
+            "fingerprint": fp,
+            "as_of_date": as_of.isoformat(),
+            "aging_basis": cfg.aging_basis,
+            **({"months": [str(x) for x in months]} if months is not None else {}),
+        },
+    )
+    s.drop("gold_built")
+    return version
