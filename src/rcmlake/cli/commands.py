@@ -40,6 +40,14 @@ def synth(
             help="Edit this share of an existing set's transactions in place (0.01: 1%).",
         ),
     ] = None,
+    recent_months: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --touch: edit only services of the set's last N months "
+            "(still that share of all transactions).",
+        ),
+    ] = None,
 ) -> None:
     """Generate two synthetic hospitals: EMR databases, monthly claims files and a CPT file."""
     from rcmlake.synth import SynthSpec, synthesize
@@ -47,7 +55,7 @@ def synth(
 
     started = time.monotonic()
     if touch is not None:
-        edited = touch_rows(out, touch, target=target)
+        edited = touch_rows(out, touch, target=target, recent_months=recent_months)
         rows = [{"datasource": ds, "table": "transactions", "rows": n} for ds, n in edited.items()]
         console().table("synth --touch: rows edited", rows)
         return

@@ -76,6 +76,15 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
                 t=args[1],
             )
             return _spark(SURROGATE, k=text)
+        if name == "hash":
+            # DuckDB's 64-bit row hash; Spark's hash() has 32 bits, and its xxhash64 skips
+            # NULL arguments, so each value is hashed with whether it is NULL
+            flagged = [
+                x
+                for a in args
+                for x in (a.copy(), exp.Anonymous(this="isnull", expressions=[a.copy()]))
+            ]
+            return exp.Anonymous(this="xxhash64", expressions=flagged)
         if name == "local_to_utc":
             return _spark("to_utc_timestamp({t}, {z})", t=args[0], z=args[1])
         if name == "try_strptime":

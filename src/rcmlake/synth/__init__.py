@@ -196,15 +196,25 @@ def _write_cpt(path: Path) -> Path:
     return path
 
 
-def touch(out: Path, share: float = 0.01, *, target: str | None = None) -> dict[str, int]:
+def touch(
+    out: Path, share: float = 0.01, *, target: str | None = None, recent_months: int | None = None
+) -> dict[str, int]:
     """Edit ``share`` (in steps of 1%) of each hospital's transactions in place, chosen by
     the last two digits of their id: a cent more paid where that stays within the charge,
     modified the day after the set's as-of date. This is the small update an incremental
     run is measured on (``--update`` advances a whole month, which changes about a fifth of
-    the rows). Returns the rows edited per hospital."""
+    the rows). Returns the rows edited per hospital.
+
+    ``recent_months``: the edits fall only on services of the set's last ``recent_months``
+    months (still ``share`` of all transactions), as payments post mostly to recent claims;
+    without it they are spread over every month, the worst case for a build by month."""
     manifest = synth_manifest(out)
-    day = (date.fromisoformat(manifest["as_of"]) + timedelta(days=1)).isoformat()
-    cut = max(1, round(share * 100))
+    as_of = date.fromisoformat(manifest["as_of"])
+    day = (as_of + timedelta(days=1)).isoformat()
+    since = None
+    if recent_months:
+        first = as_of.year * 12 + as_of.month - recent_months  # months since year 0, 0-based
+        since = date(first // 12, first % 12 + 1, 1)
     edited = {}
     for ds in manifest["spec"]["datasources"]:
         engine = writers.engine_for(writers.database_url(target or str(out / "sources"), ds))
@@ -212,14 +222,27 @@ def touch(out: Path, share: float = 0.01, *, target: str | None = None) -> dict[
         tail = "right(TransactionID, 2)" if pg else "substr(TransactionID, -2)"
         try:
             with engine.begin() as con:
+                window, params = "", dict[str, Any]({"day": day})
+                percent = share * 100
+                if since is not None:
+                    window, params["since"] = " AND ServiceDate >= :since", since
+                    total = con.execute(sa.text("SELECT count(*) FROM transactions")).scalar_one()
+                    recent = con.execute(
+                        sa.text("SELECT count(*) FROM transactions WHERE ServiceDate >= :since"),
+                        {"since": since},
+                    ).scalar_one()
+                    percent = min(100.0, percent * total / max(recent, 1))
+                chosen = "1 = 1"  # every row of the window (two digits reach 99%)
+                if round(percent) < 100:
+                    chosen, params["cut"] = f"{tail} < :cut", f"{max(1, round(percent)):02d}"
                 done = con.execute(
                     sa.text(
                         "UPDATE transactions SET "
                         "PaidAmount = CASE WHEN PaidAmount + 0.01 <= Amount "
                         "THEN round(PaidAmount + 0.01, 2) ELSE PaidAmount END, "
-                        f"ModifiedDate = :day WHERE {tail} < :cut"
+                        f"ModifiedDate = :day WHERE {chosen}{window}"
                     ),
-                    {"day": day, "cut": f"{cut:02d}"},
+                    params,
                 )
                 edited[ds] = int(done.rowcount)
         finally:
