@@ -3,8 +3,9 @@
 ``--scale 1`` is about 1M transactions (two hospitals), ``--scale 10`` about 10M. Steps:
 synth, bronze (SQLite), silver, gold, report, a no-op re-run, ``synth --update`` (a new
 month: about a fifth of the rows change) and the run after it, ``synth --touch 0.01`` (1%
-of the transactions edited) and the incremental run after it; and the floor: DuckDB reading the bronze Parquet files
-and writing them once. Peak RSS is measured per step (``wait4`` of that step's process),
+of the transactions edited, spread over every month) and the incremental run after it, the
+same with the edits on the last month's services only (``--recent-months 1``); and the
+floor: DuckDB reading the bronze Parquet files and writing them once. Peak RSS is measured per step (``wait4`` of that step's process),
 not as the benchmark's running maximum. Writes a JSON result (``--out``)::
 
     .venv/bin/python benchmarks/run.py --scale 1 --out benchmarks/results/scale-1.json
@@ -246,16 +247,20 @@ def main() -> None:
         inc = run_step("update run", pipeline(["bronze", "silver", "gold"]), work)
         inc["rows"] = step_rows(work)
         steps.append(inc)
-    steps.append(
-        run_step(
-            "synth --touch 0.01",
-            "from pathlib import Path\nfrom rcmlake.synth import touch\ntouch(Path('.'), 0.01)\n",
-            work,
+    # 1% of the transactions edited: first spread over every month (the worst case for a
+    # build by month), then only services of the last month (payments post to recent claims)
+    for label, recent in (("", None), (" recent", 1)):
+        steps.append(
+            run_step(
+                f"synth --touch 0.01{label}",
+                "from pathlib import Path\nfrom rcmlake.synth import touch\n"
+                f"touch(Path('.'), 0.01, recent_months={recent})\n",
+                work,
+            )
         )
-    )
-    one = run_step("incremental run (1%)", pipeline(["bronze", "silver", "gold"]), work)
-    one["rows"] = step_rows(work)
-    steps.append(one)
+        one = run_step(f"incremental run (1%{label})", pipeline(["bronze", "silver", "gold"]), work)
+        one["rows"] = step_rows(work)
+        steps.append(one)
     steps.append(parquet_floor(work))
 
     by = {s["step"]: s for s in steps}
@@ -274,6 +279,10 @@ def main() -> None:
         "silver_gold_s": round(by["silver"]["seconds"] + by["gold"]["seconds"], 2),
         "incremental_s": by["incremental run (1%)"]["seconds"],
         "incremental_share_of_full": round(by["incremental run (1%)"]["seconds"] / full, 3),
+        "incremental_recent_s": by["incremental run (1% recent)"]["seconds"],
+        "incremental_recent_share_of_full": round(
+            by["incremental run (1% recent)"]["seconds"] / full, 3
+        ),
         "update_run_s": by["update run"]["seconds"] if "update run" in by else None,
         "update_run_share_of_full": (
             round(by["update run"]["seconds"] / full, 3) if "update run" in by else None
