@@ -59,6 +59,10 @@ def assert_gold_as_if_rebuilt(project: Project, tmp: Path) -> None:
     assert [n for n in want if got[n] != want[n]] == []
 
 
+def scalar(project: Project, query: str) -> Any:
+    return project.sql(query, role="privileged").column(0)[0].as_py()
+
+
 def statuses(result: RunResult) -> dict[str, tuple[str, str]]:
     return {r.table: (r.status, r.load_type) for r in result.records if r.layer == "gold"}
 
@@ -124,14 +128,13 @@ def test_a_late_department_releases_its_rows_into_every_fact(
     con.commit()
     project = make_project(work)
     project.run()
-    before = (
-        project.sql(
-            "SELECT count(*) FROM fact_transaction WHERE datasource = 'hospital_a'",
-            role="privileged",
-        )
-        .column(0)[0]
-        .as_py()
+    # the department's key is its id and datasource (silver/transactions.sql), known before it arrives
+    lines = (
+        "SELECT count(*) FROM silver.transactions t {} "
+        f"WHERE t.department_key = '{str(dept).strip()}-hospital_a'"
     )
+    in_fact = lines.format("JOIN fact_transaction f USING (transaction_key)")
+    assert scalar(project, in_fact) == 0
 
     marks = ", ".join("?" for _ in held[0])
     con.executemany(f"INSERT INTO departments VALUES ({marks})", held)
@@ -143,15 +146,12 @@ def test_a_late_department_releases_its_rows_into_every_fact(
     got = statuses(result)
     assert got["dim_department"] == ("success", "rebuild")
     assert got["fact_transaction"] == ("success", "months")
-    after = (
-        project.sql(
-            "SELECT count(*) FROM fact_transaction WHERE datasource = 'hospital_a'",
-            role="privileged",
-        )
-        .column(0)[0]
-        .as_py()
+    # every released transaction line of the department is in the fact now
+    assert (
+        scalar(project, in_fact)
+        == scalar(project, lines.format("") + " AND NOT is_quarantined")
+        > 0
     )
-    assert after > before
     assert_gold_as_if_rebuilt(project, tmp_path)
 
 
