@@ -12,6 +12,8 @@ sqlglot's Spark generator does not carry over, and generates Spark SQL:
 - ``isodow`` (sqlglot maps it from Sunday-first ``dayofweek``, which is off by one day
   for every date) and ``monthname`` (Spark abbreviates it) are rewritten;
 - ``try_strptime(v, fmt)`` becomes ``try_to_timestamp`` with the format translated;
+- ``hash(a, b, …)`` (DuckDB's 64-bit row hash, which gold's change detection groups by)
+  becomes ``xxhash64`` over each value and whether it is NULL (Spark's skips NULLs);
 - ``QUALIFY`` becomes a filtered subquery, ``GROUP BY ALL`` the list it stands for;
 - ``x IN (SELECT …)`` in a projection becomes a LEFT JOIN (Sail plans IN only in WHERE);
 - ``?`` parameters become literals, so one statement text reaches the server.

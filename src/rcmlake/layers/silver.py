@@ -214,7 +214,6 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
         f"SELECT {s.select_list('ranked', ('_prev', '_lo', '_hi'))}, _lo <> _hi AS _conflict "
         "FROM ranked WHERE _prev IS NULL OR _prev <> _row_hash",
     )
-    s.release("modeled")  # at 10M rows each copy is gigabytes: hold as few as possible
     evaluate(s, ctx, m, "deduped", "checked")
     s.release("deduped")
 
@@ -409,7 +408,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
             register_silver(s, ctx, references(ctx.config, m))
-            s.materialize("modeled", m.sql)
+            s.execute(f"CREATE OR REPLACE TEMP VIEW modeled AS {m.sql}")
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
             now = datetime.now(UTC)
