@@ -195,6 +195,14 @@ class _Changes:
             return self.ctx.lake.content_version(silver_path(name)) != self.silver.get(name, -1)
         return name in self.rebuilt
 
+    @staticmethod
+    def is_fact(relation: str) -> bool:
+        """A gold table partitioned by month: large, compared only to map changes to months."""
+        layer, _, name = relation.partition(".")
+        return layer == "gold" and any(
+            m.name == name and m.spec.get("partition_by") for m in models("gold")
+        )
+
     def changed(self, relation: str, columns: frozenset[str]) -> str | None:
         """A temp table of ``relation``'s changed rows (in ``columns``), or None if none."""
         layer, _, name = relation.partition(".")
@@ -244,6 +252,10 @@ class _Changes:
         months: set[date | None] = set()
         changed_inputs = []
         for relation in sorted(moved, key=lambda r: r in mapped):  # unmapped ones first
+            if relation not in mapped and self.is_fact(relation):
+                # a fact rewritten this run: comparing its millions of rows costs more than
+                # rebuilding what reads it whole (marts aggregate it; they are small)
+                return _Plan(why=f"{relation} was rewritten")
             table = self.changed(relation, reads[relation])
             if table is None:
                 continue
@@ -262,6 +274,12 @@ class _Changes:
             return _Plan(keep=True, why="its inputs changed, not in the columns it reads")
         if not months:
             return _Plan(keep=True, why=f"no service month reads what changed in {changed_inputs}")
+        held = {
+            None if v is None else date.fromisoformat(v)
+            for v in self.ctx.lake.partition_values(gold_path(m.name), "service_month")
+        }
+        if held <= months:  # every month it holds: one plain overwrite, no filter to apply
+            return _Plan(why=f"every service month changed: {', '.join(changed_inputs)}")
         ordered = sorted(months, key=lambda d: (d is not None, d or date.min))
         return _Plan(
             months=ordered, why=f"{len(ordered)} service month(s): {', '.join(changed_inputs)}"

@@ -96,6 +96,12 @@ class Lake:
     def exists(self, path: str) -> bool:
         return self.table(path) is not None
 
+    def partition_values(self, path: str, column: str) -> set[str | None]:
+        """The values of partition ``column`` the table holds files for, from its log (no
+        data read); empty for a table not written yet."""
+        dt = self.table(path)
+        return {p.get(column) for p in dt.partitions()} if dt is not None else set()
+
     def dataset(self, path: str, version: int | None = None) -> ds.Dataset | None:
         """A pyarrow dataset over the table's current (or a given) version, for DuckDB scans."""
         dt = self.table(path, version)

@@ -4,10 +4,13 @@
 -- A hospital whose transaction lines are all unusable still gets its claim-based KPIs (and charges
 -- from its claims); `inputs` names what each row was computed from.
 WITH charges AS (
-    SELECT datasource, service_date, charge_amount AS amount FROM gold.fact_transaction
-    UNION ALL
-    SELECT datasource, service_date, billed_amount FROM gold.fact_claim
-    WHERE datasource NOT IN (SELECT datasource FROM gold.fact_transaction)
+    -- by day: the 90-day windows below join a few hundred days, not every charge line
+    SELECT datasource, service_date, sum(amount) AS amount FROM (
+        SELECT datasource, service_date, charge_amount AS amount FROM gold.fact_transaction
+        UNION ALL
+        SELECT datasource, service_date, billed_amount FROM gold.fact_claim
+        WHERE datasource NOT IN (SELECT datasource FROM gold.fact_transaction)
+    ) AS lines GROUP BY datasource, service_date
 ), spans AS (
     SELECT datasource, min(service_date) AS first_day FROM charges GROUP BY datasource
     UNION ALL
