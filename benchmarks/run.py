@@ -129,6 +129,7 @@ def parquet_floor(work: Path) -> dict[str, Any]:
         "import duckdb, glob, time\n"
         "con = duckdb.connect()\n"
         'con.execute("SET preserve_insertion_order = false")\n'
+        'con.execute("SET enable_progress_bar = false")\n'
         "for table in sorted(glob.glob('lake/bronze/*/*')):\n"
         "    files = glob.glob(table + '/**/*.parquet', recursive=True)\n"
         "    if files:\n"
