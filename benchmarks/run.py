@@ -5,8 +5,8 @@ synth, bronze (SQLite), silver, gold, report, a no-op re-run, ``synth --update``
 month: about a fifth of the rows change) and the run after it, ``synth --touch 0.01`` (1%
 of the transactions edited, spread over every month) and the incremental run after it, the
 same with the edits on the last month's services only (``--recent-months 1``); and the
-floor: DuckDB reading the bronze Parquet files and writing them once. Peak RSS is measured per step (``wait4`` of that step's process),
-not as the benchmark's running maximum. Writes a JSON result (``--out``)::
+floor: DuckDB reading the bronze Parquet files and writing them once. Peak RSS is measured
+per step (``wait4`` of that step's process), not as the benchmark's running maximum. Writes a JSON result (``--out``)::
 
     .venv/bin/python benchmarks/run.py --scale 1 --out benchmarks/results/scale-1.json
 """

@@ -186,6 +186,7 @@ class _Changes:
         self.rebuilt: dict[str, list[date | None] | None] = {}  # gold model -> months (None: all)
         self._names = itertools.count(1)
         self._written_keys: dict[str, str | None] = {}
+        self._opened: set[str] = set()  # released gold versions read so far
 
     def moved(self, relation: str) -> bool:
         """Whether ``relation`` can differ from the base at all (versions, no data read)."""
@@ -200,9 +201,7 @@ class _Changes:
     def is_fact(relation: str) -> bool:
         """A gold table partitioned by month: large, compared only to map changes to months."""
         layer, _, name = relation.partition(".")
-        return layer == "gold" and any(
-            m.name == name and m.spec.get("partition_by") for m in models("gold")
-        )
+        return layer == "gold" and bool(model("gold", name).spec.get("partition_by"))
 
     def changed(self, relation: str, columns: frozenset[str]) -> str | None:
         """A temp table of ``relation``'s changed rows (in ``columns``), or None if none."""
@@ -216,7 +215,11 @@ class _Changes:
                 key = quote_ident(model("silver", name).key)
                 where = f" WHERE {key} IN (SELECT {key} FROM {written})"
         else:
-            self.s.read_lake(old, self.ctx.lake, gold_path(name), version=self.base.versions[name])
+            if old not in self._opened:  # one open of the released version per run
+                self.s.read_lake(
+                    old, self.ctx.lake, gold_path(name), version=self.base.versions[name]
+                )
+                self._opened.add(old)
             months = self.rebuilt[name]
             where = f" WHERE {_month_filter(months)}" if months is not None else ""
         return self._diff(old, relation, sorted(columns), where)

@@ -216,13 +216,14 @@ def touch(
         first = as_of.year * 12 + as_of.month - recent_months  # months since year 0, 0-based
         since = date(first // 12, first % 12 + 1, 1)
     edited = {}
+    params: dict[str, Any]
     for ds in manifest["spec"]["datasources"]:
         engine = writers.engine_for(writers.database_url(target or str(out / "sources"), ds))
         pg = engine.dialect.name == "postgresql"
         tail = "right(TransactionID, 2)" if pg else "substr(TransactionID, -2)"
         try:
             with engine.begin() as con:
-                window, params = "", dict[str, Any]({"day": day})
+                window, params = "", {"day": day}
                 percent = share * 100
                 if since is not None:
                     window, params["since"] = " AND ServiceDate >= :since", since
