@@ -196,26 +196,55 @@ def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
     Rows that share key and source time but differ are all kept, each quarantined as
     ``unique_key``: which one is right is for the source to say, and nothing is dropped."""
     key = m.key
-    # one sorted window: exact repeats are adjacent (the one of the smallest batch id comes
-    # first and is kept), and more than one content for a key and time shows as a first
-    # hash that differs from the last (a DISTINCT window aggregate says the same, but Spark
-    # has none). Materialised: the rules' lookups below would otherwise re-plan the window.
+    # per (key, source time), sorted: exact repeats are adjacent (the one of the smallest
+    # batch id comes first and is kept), and more than one content shows as a first hash
+    # that differs from the last (a DISTINCT window aggregate says the same, but Spark has none)
     w = f"PARTITION BY {key}, source_modified_at ORDER BY _row_hash, _batch_id"
     whole = f"{w} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
-    s.execute(f"""
-        CREATE OR REPLACE TEMP VIEW ranked AS
-        SELECT *,
-               lag(_row_hash) OVER ({w}) AS _prev,
-               first_value(_row_hash) OVER ({whole}) AS _lo,
-               last_value(_row_hash) OVER ({whole}) AS _hi
-        FROM modeled""")
-    s.materialize(
-        "deduped",
-        f"SELECT {s.select_list('ranked', ('_prev', '_lo', '_hi'))}, _lo <> _hi AS _conflict "
-        "FROM ranked WHERE _prev IS NULL OR _prev <> _row_hash",
+    windowed = f"""
+        SELECT {s.select_list("modeled")}, _lo <> _hi AS _conflict FROM (
+            SELECT *,
+                   lag(_row_hash) OVER ({w}) AS _prev,
+                   first_value(_row_hash) OVER ({whole}) AS _lo,
+                   last_value(_row_hash) OVER ({whole}) AS _hi
+            FROM {{rows}}) AS ranked
+        WHERE _prev IS NULL OR _prev <> _row_hash"""
+    window_repeats(
+        s, "deduped", "modeled", [key, "source_modified_at"], windowed, "false AS _conflict"
     )
     evaluate(s, ctx, m, "deduped", "checked")
-    s.release("deduped")
+
+
+def window_repeats(
+    s: EngineSession, name: str, source: str, partition: list[str], windowed: str, plain: str = ""
+) -> None:
+    """View ``name``: ``windowed`` (a query over ``{rows}``) computed only over the rows of
+    ``source`` whose ``partition`` values repeat; every other row passes as ``*`` (plus
+    ``plain``, the columns ``windowed`` adds, as they are for a row alone in its group).
+
+    Why: a window sorts every row with all its columns; at 10M rows that is the costliest
+    step of silver and spills. Repeats (re-deliveries, several versions in one batch) are
+    rare, so a narrow aggregate finds them and the window sorts only those."""
+    cols = ", ".join(partition)
+    s.materialize(
+        f"{name}_repeats",
+        f"SELECT {cols}, true AS _repeated FROM {source} GROUP BY {cols} HAVING count(*) > 1",
+    )
+    same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM x.{c}" for c in partition)
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name}_marked AS SELECT x.*, r._repeated FROM {source} x "
+        f"LEFT JOIN {name}_repeats r ON {same}"
+    )
+    rows = s.select_list(name + "_marked", ("_repeated",))
+    s.union_all_by_name(
+        name,
+        [
+            f"SELECT {rows}{', ' + plain if plain else ''} FROM {name}_marked WHERE _repeated IS NULL",
+            windowed.replace(
+                "{rows}", f"(SELECT {rows} FROM {name}_marked WHERE _repeated) AS repeated"
+            ),
+        ],
+    )
 
 
 def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str) -> None:
@@ -408,9 +437,11 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
             register_silver(s, ctx, references(ctx.config, m))
-            s.execute(f"CREATE OR REPLACE TEMP VIEW modeled AS {m.sql}")
+            # computed once: typing, hashing and the model are most of silver's cost
+            s.materialize("modeled", m.sql)
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
+            s.release("modeled")
             now = datetime.now(UTC)
             writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
             rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
@@ -517,16 +548,19 @@ def _write_upsert(
     s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
 ) -> tuple[int, int]:
     """Latest version per key; merge where content changed and the source is not older."""
-    s.materialize(
+    window_repeats(
+        s,
         "latest",
+        "checked",
+        [m.key],
         f"""
         SELECT {s.select_list("checked")} FROM (
             SELECT *, row_number() OVER (PARTITION BY {m.key}
-                                         ORDER BY source_modified_at DESC NULLS LAST, _row_hash) AS _rn
-            FROM checked) AS r
+                                         ORDER BY source_modified_at DESC NULLS LAST, _row_hash,
+                                                  _batch_id) AS _rn
+            FROM {{rows}}) AS r
         WHERE _rn = 1""",
     )
-    s.release("checked")
     exists = ctx.lake.exists(silver_path(m.name))
     s.merge(
         ctx.lake,
