@@ -3,7 +3,7 @@ table's schema, or delta-rs' dataset where the files alone do not say what the t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,13 +61,47 @@ def test_a_merged_table_with_a_column_added_later_reads_typed_and_filtered(
         assert first == [{"n": 3, "s": "Submitted"}]
 
 
-def test_a_partitioned_table_reads_through_delta_rs(tmp_path: Path) -> None:
+def _view_sql(s: object, name: str) -> str:
+    got = s.sql(f"SELECT sql FROM duckdb_views() WHERE view_name = '{name}'")  # type: ignore[attr-defined]
+    return str(got.column(0)[0].as_py())
+
+
+def test_a_partitioned_table_reads_its_hive_folders_typed_and_pruned(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    data = _rows(["c1", "c2"], "Paid").append_column("month", pa.array(["2025-01", "2025-02"]))
+    months = pa.array([date(2025, 1, 1), date(2025, 2, 1), date(2025, 2, 1)], pa.date32())
+    data = _rows(["c1", "c2", "c3"], "Paid").append_column("month", months)
     lake.write("gold/fact", data, mode="append", partition_by=["month"])
+    lake.merge("gold/fact", data.slice(1, 1), on=["claim_key"])  # string_view files too
     scan = lake.scan("gold/fact")
-    assert scan is not None and scan[1] is None  # partition values live in the log
+    assert scan is not None and scan[1] is not None and scan[2] is not None
+    assert sorted(v["month"] for v in scan[2]) == [date(2025, 1, 1), date(2025, 2, 1)]
     with DuckDBEngine().session() as s:
         assert s.read_lake("gold.fact", lake, "gold/fact")
-        got = s.sql("SELECT month, claim_key FROM gold.fact WHERE month = '2025-02'")
-        assert got.to_pylist() == [{"month": "2025-02", "claim_key": "c2"}]
+        assert "hive_partitioning" in _view_sql(s, "fact")
+        assert s.columns("gold.fact")["month"] == "DATE"
+        got = s.sql(
+            "SELECT month, claim_key FROM gold.fact WHERE month = DATE '2025-02-01' ORDER BY 2"
+        )
+        assert got.to_pylist() == [
+            {"month": date(2025, 2, 1), "claim_key": "c2"},
+            {"month": date(2025, 2, 1), "claim_key": "c3"},
+        ]
+
+
+def test_a_partition_folder_duckdb_would_misread_reads_through_delta_rs(tmp_path: Path) -> None:
+    # a NULL partition (delta-rs' __HIVE_DEFAULT_PARTITION__ folder) and a value that
+    # needs escaping in a folder name: the values come from the log, through the dataset
+    lake = Lake(str(tmp_path / "lake"))
+    data = _rows(["c1", "c2", "c3"], "Paid").append_column(
+        "month", pa.array(["2025-01", None, "2025 02/x"])
+    )
+    lake.write("gold/fact", data, mode="append", partition_by=["month"])
+    with DuckDBEngine().session() as s:
+        assert s.read_lake("gold.fact", lake, "gold/fact")
+        assert "hive_partitioning" not in _view_sql(s, "fact")
+        got = s.sql("SELECT claim_key, month FROM gold.fact ORDER BY claim_key")
+        assert got.to_pylist() == [
+            {"claim_key": "c1", "month": "2025-01"},
+            {"claim_key": "c2", "month": None},
+            {"claim_key": "c3", "month": "2025 02/x"},
+        ]

@@ -89,6 +89,22 @@ def scannable(data: Any) -> Any:
     return data
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _hive_folders(files: list[str], partitions: list[dict[str, Any]]) -> bool:
+    """Whether every file sits in the ``column=value`` folders of its partition values in the
+    log (delta-rs writes them so; the Delta protocol does not require it). A NULL value
+    does not count: its folder name is a convention DuckDB does not read as NULL."""
+    for file, values in zip(files, partitions, strict=True):
+        folders = file.replace("\\", "/").split("/")[:-1]
+        for column, value in values.items():
+            if value is None or f"{column}={value}" not in folders:
+                return False
+    return True
+
+
 class DuckDBSession(EngineSession):
     """Writes stream DuckDB's result batches into delta-rs: no table is ever whole in Python."""
 
@@ -127,14 +143,20 @@ class DuckDBSession(EngineSession):
             if empty is not None:
                 self.register(name, empty.empty_table())
             return False
-        data, files = scan
-        if files:
-            self._read_parquet(name, files, data.schema)
+        data, files, partitions = scan
+        if files and (not partitions or _hive_folders(files, partitions)):
+            self._read_parquet(name, files, data.schema, partitions)
         else:
             self.register(name, data)
         return True
 
-    def _read_parquet(self, name: str, files: list[str], schema: pa.Schema) -> None:
+    def _read_parquet(
+        self,
+        name: str,
+        files: list[str],
+        schema: pa.Schema,
+        partitions: list[dict[str, Any]] | None = None,
+    ) -> None:
         """``name`` as DuckDB's own Parquet scan of ``files``, typed as the table's schema.
 
         Through a pyarrow dataset, a table with a file that delta-rs wrote as string_view
@@ -147,8 +169,15 @@ class DuckDBSession(EngineSession):
         self.con.register(typed, schema.empty_table())
         types = self.columns(typed)
         self.con.unregister(typed)
-        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-        scan = f"read_parquet([{listed}], union_by_name = true)"
+        listed = ", ".join(_literal(str(f)) for f in files)
+        options = "union_by_name = true"
+        if partitions:
+            # a file holds no partition column: DuckDB reads it from the hive-style folder
+            # (and prunes files by it), once the log's values are seen to match the folders
+            hive = {c: types[c] for c in partitions[0]}
+            typed_as = ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in hive.items())
+            options += f", hive_partitioning = true, hive_types = {{{typed_as}}}"
+        scan = f"read_parquet([{listed}], {options})"
         present = {r["column_name"] for r in self.sql(f"DESCRIBE SELECT * FROM {scan}").to_pylist()}
         select = ", ".join(
             f"CAST({quote_ident(c) if c in present else 'NULL'} AS {t}) AS {quote_ident(c)}"

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -109,22 +110,33 @@ class Lake:
 
     def scan(
         self, path: str, version: int | None = None
-    ) -> tuple[ds.Dataset, list[str] | None] | None:
+    ) -> tuple[ds.Dataset, list[str] | None, list[dict[str, Any]] | None] | None:
         """The table (its newest version unless ``version``) opened once, for an engine to scan:
-        its pyarrow dataset, and its data files for the engine's own Parquet reader, or None
-        where the files alone do not say what the table holds (not a local folder, partition
-        values kept in the log, deletion vectors or column mapping). None: no table yet."""
+        its pyarrow dataset, and its data files for the engine's own Parquet reader with, for
+        a partitioned table, each file's partition values (from the log: a file holds no
+        partition column). Files are None where they alone do not say what the table holds
+        (not a local folder, deletion vectors or column mapping). None: no table yet."""
         dt = self.table(path, version)
         if dt is None:
             return None
         protocol = dt.protocol()
-        plain = (
-            self.is_local
-            and protocol.min_reader_version == 1
-            and not protocol.reader_features
-            and not dt.metadata().partition_columns
-        )
-        return dt.to_pyarrow_dataset(), list(dt.file_uris()) if plain else None
+        data = dt.to_pyarrow_dataset()
+        if not (
+            self.is_local and protocol.min_reader_version == 1 and not protocol.reader_features
+        ):
+            return data, None, None
+        files = list(dt.file_uris())
+        columns = dt.metadata().partition_columns
+        if not columns:
+            return data, files, None
+        adds = pa.table(dt.get_add_actions(flatten=True))
+        paths = [unquote(str(p)) for p in adds["path"].to_pylist()]
+        if len(paths) != len(files) or any(
+            not f.endswith(p) for f, p in zip(files, paths, strict=True)
+        ):
+            return data, None, None  # the log and the file list disagree in order: the dataset
+        values = adds.select([f"partition.{c}" for c in columns]).rename_columns(columns)
+        return data, files, values.to_pylist()
 
     def read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
         data = self.dataset(path)
