@@ -314,6 +314,8 @@ class Engine(ABC):
 
         Never the value: it may be a date of birth or a note, and ``cast_errors`` reaches
         silver, where analysts read. The raw value stays in bronze, found by the row key."""
+        if typed == expr:  # already of the CDM type: nothing to parse, nothing can fail
+            return None
         raw = raw_type.upper()
         if raw.startswith("VARCHAR") or raw in ("TEXT", "STRING"):
             v = self.missing_as_null(expr)

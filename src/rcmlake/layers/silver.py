@@ -633,28 +633,28 @@ def _write_scd2(
             "SELECT * FROM incoming",
         ],
     )
-    order = f"PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash"
-    s.execute(
-        f"CREATE OR REPLACE TEMP VIEW steps AS SELECT *, lag(_th) OVER ({order}) AS _prev FROM chain"
-    )
-    s.materialize(
-        "versions",
-        f"SELECT {s.select_list('steps', ('_prev',))} FROM steps WHERE _prev IS NULL OR _prev <> _th",
-    )
+    s.materialize("chain_rows", "SELECT * FROM chain")
     s.release("checked")
-    s.execute(f"""
-        CREATE OR REPLACE TEMP VIEW started AS
-        SELECT {s.select_list("versions", ("_from",))},
-               CASE WHEN _from <= lag(_from) OVER w THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND
-                    ELSE _from END AS _start
-        FROM versions
-        WINDOW w AS ({order})""")
-    s.materialize(
+    order = f"PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash"
+    # a key alone in the chain (most: a new patient, or one version of a known one) is its
+    # own version, starting at its source time with no successor; only repeated keys sort
+    window_repeats(
+        s,
         "chained",
-        f"SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM started",
+        "chain_rows",
+        [key],
+        f"""
+        SELECT *, lead(_start) OVER (PARTITION BY {key} ORDER BY _start) AS _next FROM (
+            SELECT *,
+                   CASE WHEN _from <= lag(_from) OVER w
+                        THEN lag(_from) OVER w + INTERVAL 1 MICROSECOND ELSE _from END AS _start
+            FROM (SELECT {s.select_list("chain_rows")}
+                  FROM (SELECT *, lag(_th) OVER ({order}) AS _prev FROM {{rows}}) AS steps
+                  WHERE _prev IS NULL OR _prev <> _th) AS versions
+            WINDOW w AS ({order})) AS started""",
+        "_from AS _start, CAST(NULL AS TIMESTAMP) AS _next",
     )
-    s.release("versions")
-    kept = s.select_list("chained", ("_th", "_existing", "_next", "_start"))
+    kept = s.select_list("chained", ("_th", "_existing", "_next", "_start", "_from"))
     s.materialize(
         "new_versions",
         f"""
