@@ -2,23 +2,15 @@
 -- is the claim id the hospital sent; when it finds no claim, the fallback is one claim of the
 -- same datasource with the same service date and billed amount (only when exactly one matches).
 -- Balancing: CLP03 (charge) − Σ CAS of the claim and its lines = CLP04 (paid).
-WITH r AS (
-    SELECT s.*,
-           CAST(coalesce((SELECT sum(a.amount) FROM silver.claim_adjustments a
-                          WHERE a.remittance_claim_key = s.remittance_claim_key), 0) AS DECIMAL(18, 2))
-               AS adjustment_total
-    FROM stage s
-), claims AS (
-    SELECT claim_key, datasource, claim_id, service_date, claim_amount FROM silver.claims WHERE NOT is_quarantined
-), by_id AS (
-    SELECT r.remittance_claim_key, min(c.claim_key) AS claim_key
-    FROM r JOIN claims c ON c.datasource = r.datasource AND c.claim_id = trim(r.patient_control_number)
+WITH adjustments AS (
+    SELECT remittance_claim_key, sum(amount) AS total
+    FROM silver.claim_adjustments
     GROUP BY 1
-), by_amount AS (
-    SELECT r.remittance_claim_key, min(c.claim_key) AS claim_key
-    FROM r JOIN claims c
-      ON c.datasource = r.datasource AND c.service_date = r.statement_from AND c.claim_amount = r.charge_amount
-    GROUP BY 1 HAVING count(*) = 1
+), alone AS (
+    -- claims alone in their (datasource, service date, billed amount): the fallback match
+    SELECT datasource, service_date, claim_amount, min(claim_key) AS claim_key
+    FROM silver.claims WHERE NOT is_quarantined
+    GROUP BY 1, 2, 3 HAVING count(*) = 1
 )
 SELECT
     r.datasource,
@@ -35,7 +27,7 @@ SELECT
     r.statement_to,
     r.payment_date,
     trim(r.payer_name) AS payer_name,
-    r.adjustment_total,
+    CAST(coalesce(adj.total, 0) AS DECIMAL(18, 2)) AS adjustment_total,
     coalesce(i.claim_key, a.claim_key) AS claim_key,
     CASE WHEN i.claim_key IS NOT NULL THEN 'patient_control_number'
          WHEN a.claim_key IS NOT NULL THEN 'service_date_and_amount' END AS match_method,
@@ -44,6 +36,11 @@ SELECT
     r.cast_errors,
     r._batch_id,
     r._row_hash
-FROM r
-LEFT JOIN by_id i ON i.remittance_claim_key = r.remittance_claim_key
-LEFT JOIN by_amount a ON a.remittance_claim_key = r.remittance_claim_key
+FROM stage r
+LEFT JOIN adjustments adj ON adj.remittance_claim_key = r.remittance_claim_key
+-- a claim's key is its id and datasource, so at most one claim has this id
+LEFT JOIN (SELECT claim_key, datasource, claim_id FROM silver.claims WHERE NOT is_quarantined) i
+  ON i.datasource = r.datasource AND i.claim_id = trim(r.patient_control_number)
+LEFT JOIN alone a
+  ON i.claim_key IS NULL AND a.datasource = r.datasource AND a.service_date = r.statement_from
+ AND a.claim_amount = r.charge_amount
