@@ -424,3 +424,61 @@ def test_touching_one_percent_changes_exactly_those_rows(workdir: Path) -> None:
             got = float(rows[tid]["paid_amount"])
             assert got == pytest.approx(paid + 0.01) or got == pytest.approx(paid)
             assert got <= float(rows[tid]["amount"]) + 1e-9
+
+
+def test_the_newest_row_per_key_and_exact_repeats_on_hand_made_rows() -> None:
+    """The dedupe and the newest-row pick run their windows and aggregates only over keys
+    that repeat; every ordering rule still holds on rows made to exercise it."""
+    from rcmlake.engines.duckdb import DuckDBEngine
+    from rcmlake.layers.silver import _latest, window_repeats
+
+    rows = """
+        SELECT * FROM (VALUES
+            ('k1', NULL::TIMESTAMP, 'h5', 'b1'),                 -- NULL source time sorts last
+            ('k1', TIMESTAMP '2025-01-01', 'h3', 'b1'),
+            ('k1', TIMESTAMP '2025-01-02', 'h9', 'b1'),
+            ('k1', TIMESTAMP '2025-01-02', 'h2', 'b2'),          -- same time, smaller hash wins
+            ('k2', NULL::TIMESTAMP, 'h7', 'b1'),                 -- only NULL times: smallest hash
+            ('k2', NULL::TIMESTAMP, 'h4', 'b1'),
+            ('k3', TIMESTAMP '2025-03-01', 'h1', 'b1'),          -- alone: passes as it is
+            ('k4', TIMESTAMP '2025-01-01', 'h8', 'b2'),          -- an exact repeat of a later batch
+            ('k4', TIMESTAMP '2025-01-01', 'h8', 'b1')
+        ) AS t(k, source_modified_at, _row_hash, _batch_id)"""
+    with DuckDBEngine().session() as s:
+        s.materialize("modeled", rows)
+        w = "PARTITION BY k, source_modified_at ORDER BY _row_hash, _batch_id"
+        whole = f"{w} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING"
+        window_repeats(
+            s,
+            "deduped",
+            "modeled",
+            ["k", "source_modified_at"],
+            f"""SELECT k, source_modified_at, _row_hash, _batch_id, _lo <> _hi AS _conflict FROM (
+                    SELECT *, lag(_row_hash) OVER ({w}) AS _prev,
+                           first_value(_row_hash) OVER ({whole}) AS _lo,
+                           last_value(_row_hash) OVER ({whole}) AS _hi
+                    FROM {{rows}}) AS r WHERE _prev IS NULL OR _prev <> _row_hash""",
+            "false AS _conflict",
+        )
+        deduped = s.sql(
+            "SELECT k, _row_hash, _batch_id, _conflict FROM deduped ORDER BY k, _row_hash"
+        ).to_pylist()
+        assert [(r["k"], r["_row_hash"], r["_batch_id"], r["_conflict"]) for r in deduped] == [
+            ("k1", "h2", "b2", True),  # two contents at one key and time: both kept, flagged
+            ("k1", "h3", "b1", False),
+            ("k1", "h5", "b1", False),
+            ("k1", "h9", "b1", True),
+            ("k2", "h4", "b1", True),
+            ("k2", "h7", "b1", True),
+            ("k3", "h1", "b1", False),
+            ("k4", "h8", "b1", False),  # the repeat of the smallest batch id is kept
+        ]
+        s.materialize("checked", "SELECT * FROM deduped")
+        _latest(s, "k")
+        latest = s.sql("SELECT k, _row_hash FROM latest ORDER BY k").to_pylist()
+        assert [(r["k"], r["_row_hash"]) for r in latest] == [
+            ("k1", "h2"),
+            ("k2", "h4"),
+            ("k3", "h1"),
+            ("k4", "h8"),
+        ]
