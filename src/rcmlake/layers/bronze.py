@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
-import pyarrow.dataset as ds
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from rcmlake import faults
@@ -91,7 +90,8 @@ def load_table(
         s.register("incoming", reader)
         s.execute("CREATE TEMP TABLE batch AS SELECT * FROM incoming")
         rec.rows_read = s.scalar("SELECT count(*) FROM batch")
-        existing = ctx.lake.dataset(path)
+        # DuckDB's own reader where it can: the boundary rows below are a filtered scan
+        existing = s.read_lake("bronze_now", ctx.lake, path)
         reads = _check_drift(s, ctx, source.name, table, existing, rec)
         cols = ", ".join(quote_ident(c) for c in reads)
         new_rows = "batch"
@@ -103,7 +103,7 @@ def load_table(
             # watermark past every later change: such rows load, but never set the watermark
             cap = (datetime.now(UTC) + FUTURE_TOLERANCE).strftime("%Y-%m-%d %H:%M:%S")
             future = f"({wm} > TRY_CAST({_lit(cap)} AS {wm_type}))"
-        if since is not None and existing is not None:
+        if since is not None and existing:
             # rows that are read again each time (at the boundary, NULL or future watermarks)
             # are appended only when bronze does not hold them yet
             boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL OR {future})"
@@ -178,11 +178,11 @@ def _check_drift(
     ctx: RunContext,
     datasource: str,
     table: TableConfig,
-    existing: ds.Dataset | None,
+    existing: bool,
     rec: LoadRecord,
 ) -> dict[str, str]:
     """Compare the extracted columns with bronze's; returns, per batch column, the SQL that
-    reads it from ``bronze_now`` (registered here).
+    reads it from ``bronze_now`` (the table as bronze holds it, when ``existing``).
 
     A column the source added flows into bronze (schema evolution) and is reported. A
     column silver maps that is gone, or has changed type, stops this table with a message
@@ -190,9 +190,8 @@ def _check_drift(
     on. An unmapped column that is gone is reported and reads as NULL from then on.
     """
     batch = {r["column_name"]: r["column_type"] for r in s.sql("DESCRIBE batch").to_pylist()}
-    if existing is None:
+    if not existing:
         return {c: quote_ident(c) for c in batch}
-    s.register("bronze_now", existing)
     before = {
         r["column_name"]: r["column_type"]
         for r in s.sql("DESCRIBE bronze_now").to_pylist()
