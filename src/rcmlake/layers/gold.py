@@ -287,9 +287,12 @@ class _Changes:
         months: set[date | None] = set()
         changed_inputs = []
         for relation in sorted(moved, key=lambda r: r in mapped):  # unmapped ones first
-            if relation not in mapped and self.is_fact(relation):
-                # a fact rewritten this run: comparing its millions of rows costs more than
-                # rebuilding what reads it whole (marts aggregate it; they are small)
+            if self.is_fact(relation) and (
+                relation not in mapped or self.rebuilt[relation.partition(".")[2]] is None
+            ):
+                # a fact rewritten this run (whole, or read by a model with no month mapping
+                # for it): comparing its millions of rows costs more than rebuilding what
+                # reads it whole; a fact rewritten whole changed in every month it holds
                 return _Plan(why=f"{relation} was rewritten")
             table = self.changed(relation, reads[relation])
             if table is None:
