@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from scripts.kill_trials import differing
 
 from rcmlake.project import Project
-from rcmlake.storage.audit import AUDIT_PATH
+from rcmlake.storage.audit import AUDIT_PATH, AuditLog
+from rcmlake.storage.delta import Lake
 from tests.conftest import make_project
 
 
@@ -69,3 +71,24 @@ def test_killed_run_then_rerun_equals_clean_run(
         for commit in crashed.lake.commits(f"{layer}/{table}"):
             batch = commit["rcmlake"].get("batch_id")
             assert batch is None or batch in audited, (layer, table, commit["version"])
+
+
+def test_a_commit_without_row_counts_is_recovered_with_the_logs_count(tmp_path: Path) -> None:
+    # gold counts its rows after the write, so its commits carry no rows_written: an audit
+    # row rebuilt after a crash takes the count delta-rs recorded for the commit
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write(
+        "gold/fact",
+        pa.table({"claim_key": ["c1", "c2", "c3"]}),
+        mode="overwrite",
+        metadata={"run_id": "run-1", "batch_id": "b-1", "load_type": "rebuild"},
+    )
+    audit = AuditLog(lake)
+    [rec] = audit.recover("gold/fact", layer="gold", datasource="*", table="fact")
+    assert (rec.status, rec.batch_id, rec.rows_written, rec.rows_read) == (
+        "recovered",
+        "b-1",
+        3,
+        3,
+    )
+    assert audit.recover("gold/fact", layer="gold", datasource="*", table="fact") == []

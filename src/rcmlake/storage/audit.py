@@ -169,6 +169,8 @@ class AuditLog:
         missing = []
         for commit in self.lake.commits(path, limit=50):
             meta = commit["rcmlake"]
+            # gold counts its rows after the write: the log's own metric has them
+            written = (commit.get("operationMetrics") or {}).get("num_added_rows", 0)
             if meta.get("batch_id") and meta["batch_id"] not in known:
                 at = datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
                 missing.append(
@@ -184,8 +186,8 @@ class AuditLog:
                         watermark_column=meta.get("watermark_column"),
                         watermark_from=meta.get("watermark_from"),
                         watermark_to=meta.get("watermark_to"),
-                        rows_read=meta.get("rows_read", 0),
-                        rows_written=meta.get("rows_written", 0),
+                        rows_read=meta.get("rows_read", written),
+                        rows_written=meta.get("rows_written", written),
                         started_at=at,
                         delta_version=commit.get("version"),
                     ).finish(
