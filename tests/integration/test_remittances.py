@@ -513,3 +513,47 @@ def test_fallback_match_and_a_denial_resolved_by_a_later_payment(workdir: Path) 
         0,
     )
     assert k["avg_days_to_resolution"] == 23  # 10 March to 2 April
+
+
+def test_segments_cut_from_the_bytes_equal_oxedis_own(tmp_path: Path) -> None:
+    """The raw segments table is cut from the file's bytes by numpy (2.5M segments in one
+    synthetic month); it must equal oxedi's segments, one by one, in every layout."""
+    import oxedi
+    import pyarrow as pa
+
+    from rcmlake.sources.x835 import _cut, _segment_table
+
+    def listed(doc: oxedi.Document) -> pa.Table:
+        segs = [doc[i] for i in range(len(doc))]
+        return pa.table(
+            {
+                "segment": pa.array([s.index for s in segs], pa.int64()),
+                "segment_id": pa.array([s.id.decode("ascii", "replace") for s in segs]),
+                "raw": pa.array([s.raw.decode("utf-8", "replace") for s in segs]),
+            }
+        )
+
+    files = sorted((corpus() / "835").iterdir())
+    one = files[0].read_bytes()
+    layouts = {
+        "newlines.edi": one.replace(b"~", b"~\n"),
+        "crlf.edi": one.replace(b"~", b"~\r\n"),
+        "trailing.edi": one + b"\n",
+        "latin1.edi": one.replace(b"N1*PR*", "N1*PR*CAFÉ ".encode("latin-1"), 1),
+    }
+    for name, data in layouts.items():
+        (tmp_path / name).write_bytes(data)
+    checked = 0
+    for path in [*files, *sorted(tmp_path.iterdir())]:
+        try:
+            doc = oxedi.parse_file(path).document
+        except oxedi.ParseError:
+            continue
+        assert _segment_table(doc).equals(listed(doc)), path.name
+        checked += 1
+    assert checked >= len(files) + 3
+    # the byte cut applies to plain files (the fallback lists segments one by one)
+    doc = oxedi.parse_file(files[0]).document
+    assert _cut(doc.write(), len(doc), doc.delimiters.segment, doc.delimiters.element) is not None
+    doc = oxedi.parse_file(tmp_path / "newlines.edi").document
+    assert _cut(doc.write(), len(doc), b"~", b"*") is None

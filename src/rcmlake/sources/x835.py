@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import oxedi
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,20 +59,65 @@ def read_835(path: Path) -> dict[str, pa.Table]:
             f"{len(errors)} X12 error(s); first: {d.kind} at {where} ({d.path}): {scrub(d.rule)}"
         )
     raw = {name: _decoded(pa.table(result.tables[name])) for name in result.tables.keys()}  # noqa: SIM118  (Tables is not iterable)
-    listed = _segments(result)  # one Python object per segment: built once
-    segments = pa.table(
+    return _keyed({**raw, "segments": _segment_table(result.document)})
+
+
+def _segment_table(doc: oxedi.Document) -> pa.Table:
+    """Every segment: its index, id and raw text (terminator included), as oxedi indexed it.
+
+    Cut from the file's bytes by the positions of its terminators (numpy), not one Python
+    object per segment: a 76 MB remittance file has 2.5M segments, which took 2.1-2.9 s
+    that way. The cut is checked against oxedi's own segments (every one in a small file,
+    a thousand in a large one); a file it does not apply to (whitespace between segments,
+    a release character, text that is not UTF-8) is listed segment by segment."""
+    n = len(doc)
+    d = doc.delimiters
+    data = doc.write()
+    cut = _cut(data, n, d.segment, d.element) if d.release is None else None
+    step = 1 if n <= 10_000 else n // 1_000
+    if cut is not None and all(
+        cut["raw"][i].as_py() == doc[i].raw.decode("utf-8", "replace")
+        and cut["segment_id"][i].as_py() == doc[i].id.decode("ascii", "replace")
+        for i in range(0, n, step)
+    ):
+        return cut
+    listed = [doc[i] for i in range(n)]
+    return pa.table(
         {
             "segment": pa.array([s.index for s in listed], pa.int64()),
             "segment_id": pa.array([s.id.decode("ascii", "replace") for s in listed]),
             "raw": pa.array([s.raw.decode("utf-8", "replace") for s in listed]),
         }
     )
-    return _keyed({**raw, "segments": segments})
 
 
-def _segments(result: oxedi.Result) -> list[oxedi.Segment]:
-    doc = result.document
-    return [doc[i] for i in range(len(doc))]
+def _cut(data: bytes, n: int, terminator: bytes, separator: bytes) -> pa.Table | None:
+    """The segments of ``data`` when each starts right after the previous terminator."""
+    if n == 0 or len(terminator) != 1 or len(separator) != 1 or len(data) >= 2**31:
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf == terminator[0]) + 1  # one past each terminator
+    if len(ends) != n or np.isin(buf[ends[:-1]], np.frombuffer(b" \t\r\n", np.uint8)).any():
+        return None
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    starts = offsets[:-1]
+    raw = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[: ends[-1]]))
+    # the id: up to the first element separator, or the terminator
+    seps = np.flatnonzero(buf == separator[0])
+    k = np.searchsorted(seps, starts)
+    first = np.where(k < len(seps), seps[np.minimum(k, len(seps) - 1)], len(data))
+    lengths = np.minimum(first, ends - 1) - starts
+    id_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    picked = np.repeat(starts - id_offsets[:-1], lengths) + np.arange(id_offsets[-1])
+    ids = pa.StringArray.from_buffers(
+        n, pa.py_buffer(id_offsets), pa.py_buffer(buf[picked].tobytes())
+    )
+    try:
+        raw.validate(full=True)  # UTF-8; otherwise oxedi's bytes are decoded with replacement
+        ids.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return pa.table({"segment": pa.array(np.arange(n), pa.int64()), "segment_id": ids, "raw": raw})
 
 
 def _decoded(table: pa.Table) -> pa.Table:
