@@ -567,9 +567,9 @@ def _latest(s: EngineSession, key: str) -> None:
     then the smallest row hash), picked by aggregates over narrow columns.
 
     Why not a window: claims come again in every monthly file, so most keys repeat, and a
-    window sorts those rows with all their columns; at 17M claims rows it took 29 s where
-    these aggregates and one join take 8 s. ``checked`` holds no exact repeat (same key,
-    source time and hash), so the pick is one row."""
+    window sorts those rows with all their columns: at 17M claims rows, reading the newest
+    rows took 29.1 s through the window and 11.7 s this way (5.2 s of it the aggregates).
+    ``checked`` holds no exact repeat (same key, source time and hash): the pick is one row."""
     s.materialize(
         "latest_top",
         f"SELECT {key} AS _k, max(source_modified_at) AS _top FROM checked "
