@@ -41,6 +41,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """``text`` as a standard SQL string literal, ``'`` doubled: always a value, never SQL."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine does natively; the runner decides by these, never by engine name.

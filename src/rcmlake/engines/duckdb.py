@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from rcmlake.engines.base import Engine, EngineSession, quote_ident
+from rcmlake.engines.base import Engine, EngineSession, quote_ident, quote_literal
 from rcmlake.engines.dialect import view_name
 from rcmlake.errors import EngineError, scrub
 from rcmlake.storage.delta import Lake
@@ -87,10 +87,6 @@ def scannable(data: Any) -> Any:
         ):
             return data.scanner()
     return data
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _hive_folders(files: list[str], partitions: list[dict[str, Any]]) -> bool:
@@ -169,13 +165,13 @@ class DuckDBSession(EngineSession):
         self.con.register(typed, schema.empty_table())
         types = self.columns(typed)
         self.con.unregister(typed)
-        listed = ", ".join(_literal(str(f)) for f in files)
+        listed = ", ".join(quote_literal(str(f)) for f in files)
         options = "union_by_name = true"
         if partitions:
             # a file holds no partition column: DuckDB reads it from the hive-style folder
             # (and prunes files by it), once the log's values are seen to match the folders
             hive = {c: types[c] for c in partitions[0]}
-            typed_as = ", ".join(f"{_literal(c)}: {_literal(t)}" for c, t in hive.items())
+            typed_as = ", ".join(f"{quote_literal(c)}: {quote_literal(t)}" for c, t in hive.items())
             options += f", hive_partitioning = true, hive_types = {{{typed_as}}}"
         scan = f"read_parquet([{listed}], {options})"
         present = {r["column_name"] for r in self.sql(f"DESCRIBE SELECT * FROM {scan}").to_pylist()}

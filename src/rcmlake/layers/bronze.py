@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from rcmlake import faults
 from rcmlake.config.models import FileFeedConfig, ProjectConfig, TableConfig
-from rcmlake.engines.base import EngineSession, quote_ident
+from rcmlake.engines.base import EngineSession, quote_ident, quote_literal
 from rcmlake.errors import (
     ConfigError,
     FileRejected,
@@ -102,11 +102,13 @@ def load_table(
             # a watermark in the future (2099-01-01 typed by hand) would move the table's
             # watermark past every later change: such rows load, but never set the watermark
             cap = (datetime.now(UTC) + FUTURE_TOLERANCE).strftime("%Y-%m-%d %H:%M:%S")
-            future = f"({wm} > TRY_CAST({_lit(cap)} AS {wm_type}))"
+            future = f"({wm} > TRY_CAST({quote_literal(cap)} AS {wm_type}))"
         if since is not None and existing:
             # rows that are read again each time (at the boundary, NULL or future watermarks)
             # are appended only when bronze does not hold them yet
-            boundary = f"({wm} = CAST({_lit(since)} AS {wm_type}) OR {wm} IS NULL OR {future})"
+            boundary = (
+                f"({wm} = CAST({quote_literal(since)} AS {wm_type}) OR {wm} IS NULL OR {future})"
+            )
             # bronze as the batch's columns (NULL for a column the source just added)
             old = ", ".join(f"{e} AS {quote_ident(c)}" for c, e in reads.items())
             s.execute(
@@ -274,10 +276,6 @@ def _rows_held(ctx: RunContext, path: str) -> int:
 
 
 FUTURE_TOLERANCE = timedelta(days=1)  # clocks and time zones of sources differ by hours
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:

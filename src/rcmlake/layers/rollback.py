@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rcmlake.engines.base import quote_literal
 from rcmlake.errors import ConfigError
 from rcmlake.layers.bronze import feed_paths
 from rcmlake.layers.context import RunContext
@@ -153,6 +154,6 @@ def _unarchive(ctx: RunContext, undone: list[dict[str, object]]) -> None:
 def _forget_batches(ctx: RunContext, entity: str, undone: list[dict[str, object]]) -> None:
     """Silver forgets the bronze batches its undone commits processed, so it reads them again."""
     runs = {c["rcmlake"].get("run_id") for c in undone if isinstance(c["rcmlake"], dict)}
-    listed = ", ".join("'" + str(r).replace("'", "''") + "'" for r in runs if r)
+    listed = ", ".join(quote_literal(str(r)) for r in runs if r)
     if listed and ctx.lake.exists(STATE_PATH):
         ctx.lake.delete(STATE_PATH, f"entity = '{entity}' AND run_id IN ({listed})")
