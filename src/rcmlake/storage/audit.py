@@ -169,9 +169,9 @@ class AuditLog:
         missing = []
         for commit in self.lake.commits(path, limit=50):
             meta = commit["rcmlake"]
-            # gold counts its rows after the write: the log's own metric has them
-            written = (commit.get("operationMetrics") or {}).get("num_added_rows", 0)
             if meta.get("batch_id") and meta["batch_id"] not in known:
+                # gold counts its rows after the write: the log's own metric has them
+                written = (commit.get("operationMetrics") or {}).get("num_added_rows", 0)
                 at = datetime.fromtimestamp(commit["timestamp"] / 1000, UTC)
                 missing.append(
                     LoadRecord(
