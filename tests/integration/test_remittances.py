@@ -519,19 +519,8 @@ def test_segments_cut_from_the_bytes_equal_oxedis_own(tmp_path: Path) -> None:
     """The raw segments table is cut from the file's bytes by numpy (2.5M segments in one
     synthetic month); it must equal oxedi's segments, one by one, in every layout."""
     import oxedi
-    import pyarrow as pa
 
-    from rcmlake.sources.x835 import _cut, _segment_table
-
-    def listed(doc: oxedi.Document) -> pa.Table:
-        segs = [doc[i] for i in range(len(doc))]
-        return pa.table(
-            {
-                "segment": pa.array([s.index for s in segs], pa.int64()),
-                "segment_id": pa.array([s.id.decode("ascii", "replace") for s in segs]),
-                "raw": pa.array([s.raw.decode("utf-8", "replace") for s in segs]),
-            }
-        )
+    from rcmlake.sources.x835 import _cut, _listed, _segment_table
 
     files = sorted((corpus() / "835").iterdir())
     one = files[0].read_bytes()
@@ -549,7 +538,7 @@ def test_segments_cut_from_the_bytes_equal_oxedis_own(tmp_path: Path) -> None:
             doc = oxedi.parse_file(path).document
         except oxedi.ParseError:
             continue
-        assert _segment_table(doc).equals(listed(doc)), path.name
+        assert _segment_table(doc).equals(_listed(doc)), path.name
         checked += 1
     assert checked >= len(files) + 3
     # the byte cut applies to plain files (the fallback lists segments one by one)

@@ -81,7 +81,12 @@ def _segment_table(doc: oxedi.Document) -> pa.Table:
         for i in range(0, n, step)
     ):
         return cut
-    listed = [doc[i] for i in range(n)]
+    return _listed(doc)
+
+
+def _listed(doc: oxedi.Document) -> pa.Table:
+    """The segments table from oxedi's segments, one Python object each (the reference)."""
+    listed = [doc[i] for i in range(len(doc))]
     return pa.table(
         {
             "segment": pa.array([s.index for s in listed], pa.int64()),
