@@ -20,8 +20,9 @@ import oxedi
 from rcmlake.sources.x835 import read_835
 
 SAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
+    Path(__file__).resolve().parents[1]
+    / "tests"
+    / "data"
     / "x12"
     / "835"
     / "X221-multiple-claims-single-check.edi"

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def corpus() -> Path:
-    """``../shared/x12`` beside the checkout (or ``$RCMLAKE_X12_CORPUS``); CI has it."""
-    found = Path(os.environ.get("RCMLAKE_X12_CORPUS", ROOT.parent / "shared" / "x12"))
+    """The public X12 examples (``tests/data/x12``: a copy of the shared corpus, so a
+    clone anywhere has it; ``$RCMLAKE_X12_CORPUS`` overrides)."""
+    found = Path(os.environ.get("RCMLAKE_X12_CORPUS", ROOT / "tests" / "data" / "x12"))
     if not (found / "835").is_dir():
         message = f"the X12 test corpus is not at {found}"
         if os.environ.get("CI") == "true":
@@ -28,7 +29,7 @@ def corpus() -> Path:
     return found
 
 
-# ../shared/x12/README.md: claims (CLP), lines (SVC), BPR02, CAS group-reason × count, PLB
+# tests/data/x12/README.md: claims (CLP), lines (SVC), BPR02, CAS group-reason × count, PLB
 EXPECTED = {
     "X221-dollars-and-data-sent-separate": (2, 2, "945.00", {"CO-45": 1, "CO-A2": 2, "PR-1": 2}, 0),
     "X221-dollars-and-data-sent-together": (2, 0, "150000.00", {"CO-45": 2}, 1),
