@@ -16,7 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rcmlake.synth.model import SynthSpec, Timeline, changed_rows, claim_months, snapshot
+from rcmlake.synth.model import (
+    SynthSpec,
+    Timeline,
+    changed_rows,
+    claim_months,
+    numbered,
+    snapshot,
+)
 
 # defect kind -> (entity, rule names in the default silver quality rules that it must trip)
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -68,29 +75,28 @@ def plan(tl: Timeline, spec: SynthSpec) -> DefectPlan:
     final = snapshot(tl, spec.month_end(spec.horizon_months))
     targets: dict[str, list[str]] = {}
 
-    def pick(pool: np.ndarray, kinds: list[str]) -> None:
+    def pick(pool: pa.Array | pa.ChunkedArray, kinds: list[str]) -> None:
         k = max(1, round(spec.defect_rate * len(pool) / len(kinds))) if spec.defect_rate > 0 else 0
-        chosen = rng.choice(pool, size=min(len(pool), k * len(kinds)), replace=False)
+        drawn = rng.choice(len(pool), size=min(len(pool), k * len(kinds)), replace=False)
+        chosen = pool.take(pa.array(drawn)).to_pylist()
         for i, kind in enumerate(kinds):
-            targets[kind] = sorted(chosen[i * k : (i + 1) * k].tolist())
+            targets[kind] = sorted(chosen[i * k : (i + 1) * k])
 
     pat = base["patients"]
     moved_later = _changed_ids(pat, final["patients"], "PatientID")
-    pool = np.array([i for i in pat["PatientID"].to_pylist() if i not in moved_later])
+    pool = pat["PatientID"].filter(pc.invert(pc.is_in(pat["PatientID"], moved_later)))
     pick(pool, ["patient_null_key", "patient_future_dob", "patient_duplicate_key"])
     pick(
-        np.array(base["encounters"]["EncounterID"].to_pylist()),
+        base["encounters"]["EncounterID"],
         ["encounter_unknown_cpt", "encounter_future_date"],
     )
     tx = base["transactions"]
     changed = _changed_ids(tx, final["transactions"], "TransactionID")
-    settled = [
-        t
-        for t, p in zip(tx["TransactionID"].to_pylist(), tx["PaidAmount"].to_pylist(), strict=True)
-        if t not in changed and p > 0
-    ]
+    settled = pc.and_(
+        pc.invert(pc.is_in(tx["TransactionID"], changed)), pc.greater(tx["PaidAmount"], 0)
+    )
     pick(
-        np.array(settled),
+        tx["TransactionID"].filter(settled),
         [
             "transaction_negative_amount",
             "transaction_paid_exceeds_billed",
@@ -101,11 +107,8 @@ def plan(tl: Timeline, spec: SynthSpec) -> DefectPlan:
     )
     once = claim_months(tl, spec) == 1
     submitted = tl.encounters["claim_date"] <= np.datetime64(spec.month_end(spec.months))
-    claim_ids = np.char.add(
-        "CLAIM", np.char.zfill((np.nonzero(once & submitted)[0] + 1).astype(str), 6)
-    )
     pick(
-        claim_ids,
+        numbered("CLAIM", np.nonzero(once & submitted)[0] + 1),
         [
             "claim_malformed_row",
             "claim_negative_amount",
@@ -116,9 +119,9 @@ def plan(tl: Timeline, spec: SynthSpec) -> DefectPlan:
     return DefectPlan(targets)
 
 
-def _changed_ids(base: pa.Table, final: pa.Table, key: str) -> set[str]:
+def _changed_ids(base: pa.Table, final: pa.Table, key: str) -> pa.Array:
     """Keys of ``base`` rows that change before ``final``."""
-    return set(changed_rows(final, base)[key].to_pylist())
+    return changed_rows(final, base)[key].combine_chunks()
 
 
 def _mask(table: pa.Table, key: str, ids: list[str]) -> pa.Array:

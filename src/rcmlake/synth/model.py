@@ -77,16 +77,27 @@ class Timeline:
     providers: pa.Table
     patients: dict[str, np.ndarray]
     encounters: dict[str, np.ndarray]
-    _ids: dict[str, np.ndarray] = field(default_factory=dict)
+    _ids: dict[str, pa.Array] = field(default_factory=dict)
 
-    def ids(self, prefix: str) -> np.ndarray:
+    def ids(self, prefix: str) -> pa.Array:
         """``ENC000001``-style ids of every encounter-line over the horizon, built once."""
         if prefix not in self._ids:
-            n = len(self.encounters["date"])
-            self._ids[prefix] = np.char.add(
-                prefix, np.char.zfill(np.arange(1, n + 1).astype(str), 6)
-            )
+            self._ids[prefix] = numbered(prefix, np.arange(1, len(self.encounters["date"]) + 1))
         return self._ids[prefix]
+
+
+def numbered(prefix: str, numbers: np.ndarray, width: int = 6) -> pa.Array:
+    """``prefix`` and each number zero-padded to ``width`` (wider numbers kept whole), in
+    Arrow: NumPy's ``np.char`` builds fixed-width UTF-32 arrays, slow and 4 bytes a char."""
+    digits = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def pick(values: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``values`` at a boolean mask or at integer positions."""
+    if rows.dtype == np.bool_:
+        return values.filter(pa.array(rows))
+    return values.take(pa.array(rows))
 
 
 def build(spec: SynthSpec, index: int) -> Timeline:
@@ -135,7 +146,7 @@ def build(spec: SynthSpec, index: int) -> Timeline:
     city = rng.integers(0, len(catalog.CITIES), (2, n_pat))
     payer_idx = rng.choice(len(catalog.PAYERS), n_pat, p=[p[4] for p in catalog.PAYERS])
     patients = {
-        "id": np.array([f"HOSP1-{i + 1:06d}" for i in range(n_pat)]),
+        "id": numbered("HOSP1-", np.arange(1, n_pat + 1)),
         "first": first[rng.integers(0, len(first), n_pat)],
         "last": last[rng.integers(0, len(last), n_pat)],
         "middle": np.where(
@@ -282,7 +293,7 @@ def _dates(values: np.ndarray) -> pa.Array:
 
 def _ids_where(mask: np.ndarray, prefix: str, ids: np.ndarray) -> pa.Array:
     """Payer member ids where the payer has them, NULL elsewhere."""
-    values = pa.array(np.char.add(prefix, ids.astype(str)), pa.string())
+    values = pc.binary_join_element_wise(prefix, pa.array(ids).cast(pa.string()), "")
     return pc.if_else(pa.array(mask), values, pa.scalar(None, pa.string()))
 
 
@@ -296,7 +307,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     n = len(pk)
     patients = pa.table(
         {
-            "PatientID": p["id"][pk],
+            "PatientID": pick(p["id"], pk),
             "FirstName": p["first"][pk],
             "LastName": p["last"][pk],
             "MiddleName": p["middle"][pk],
@@ -310,8 +321,8 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     )
     ek = e["date"] <= cut
     ids = np.arange(1, len(ek) + 1)[ek]
-    enc_ids = tl.ids("ENC")[ek]
-    patient_ids = p["id"][e["patient"][ek]]
+    enc_ids = pick(tl.ids("ENC"), ek)
+    patient_ids = pick(p["id"], e["patient"][ek])
     prov = tl.providers
     prov_ids = np.array(prov["ProviderID"].to_pylist())[e["provider"][ek]]
     dept_ids = np.array(prov["DeptID"].to_pylist())[e["provider"][ek]]
@@ -341,7 +352,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
     lob = np.array([x[2] for x in payers])[payer]
     transactions = pa.table(
         {
-            "TransactionID": tl.ids("TRANS")[ek],
+            "TransactionID": pick(tl.ids("TRANS"), ek),
             "EncounterID": enc_ids,
             "PatientID": patient_ids,
             "ProviderID": prov_ids,
@@ -353,7 +364,7 @@ def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:
             "Amount": e["amount"][ek],
             "AmountType": np.array([x[3] for x in payers])[payer],
             "PaidAmount": paid_amount,
-            "ClaimID": tl.ids("CLAIM")[ek],
+            "ClaimID": pick(tl.ids("CLAIM"), ek),
             "PayorID": np.array([x[0] for x in payers])[payer],
             "ProcedureCode": pa.array(e["proc"][ek], pa.int64()),
             "ICDCode": e["icd"][ek],
@@ -388,10 +399,10 @@ def claims_for_month(tl: Timeline, spec: SynthSpec, month: int) -> pa.Table:
     adjudicated = np.isin(status, ("Paid", "Approved", "Denied"))
     return pa.table(
         {
-            "ClaimID": tl.ids("CLAIM")[rows],
-            "TransactionID": tl.ids("TRANS")[rows],
-            "PatientID": tl.patients["id"][e["patient"][rows]],
-            "EncounterID": tl.ids("ENC")[rows],
+            "ClaimID": pick(tl.ids("CLAIM"), rows),
+            "TransactionID": pick(tl.ids("TRANS"), rows),
+            "PatientID": pick(tl.patients["id"], e["patient"][rows]),
+            "EncounterID": pick(tl.ids("ENC"), rows),
             "ProviderID": prov,
             "DeptID": dept,
             "ServiceDate": _dates(e["date"][rows]),
