@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-PER_SCALE = 500_000  # transactions per hospital at scale 1 (two hospitals: 1M)
+PER_SCALE = 1_000_000  # transactions at scale 1, shared by the hospitals (two: 500k each)
 
 
 SERVER: dict[str, int] = {}  # the Spark Connect server's pid, with --engine spark
@@ -159,7 +159,9 @@ def reuse(work: Path) -> None:
             p.unlink()
     from rcmlake.demo import demo_config
 
-    (work / "rcmlake.yaml").write_text(demo_config(), encoding="utf-8")
+    spec = json.loads((work / "synth_manifest.json").read_text())["spec"]
+    config = demo_config(datasources=tuple(spec["datasources"]))
+    (work / "rcmlake.yaml").write_text(config, encoding="utf-8")
 
 
 def main() -> None:
@@ -167,6 +169,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--scale", type=float, default=1.0, help="1 = about 1M transactions")
+    ap.add_argument(
+        "--hospitals",
+        type=int,
+        default=2,
+        help="hospitals sharing the transactions (scale 30 as 6 of 5M each: the generator "
+        "holds one hospital's history in memory at a time)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="JSON result file")
     ap.add_argument(
         "--engine",
@@ -191,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="rcmlake-bench-"))
-    per_hospital = int(PER_SCALE * args.scale)
+    per_hospital = int(PER_SCALE * args.scale / args.hospitals)
     if args.reuse_synth and (work / "synth_manifest.json").exists():
         reuse(work)
         steps = [{"step": "synth", "seconds": None, "peak_rss_mb": None, "reused": True}]
@@ -202,9 +211,10 @@ def main() -> None:
         steps = [
             run_step(
                 "synth",
-                "from pathlib import Path\nfrom rcmlake.demo import prepare\n"
+                "from pathlib import Path\nfrom rcmlake.demo import hospital_names, prepare\n"
                 "from rcmlake.synth import SynthSpec\n"
-                f"prepare(Path('.'), SynthSpec(transactions={per_hospital}))\n",
+                f"prepare(Path('.'), SynthSpec(transactions={per_hospital}, "
+                f"datasources=hospital_names({args.hospitals})))\n",
                 work,
             )
         ]
@@ -269,6 +279,7 @@ def main() -> None:
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "scale": args.scale,
+        "hospitals": args.hospitals,
         "engine": args.engine,
         "memory_limit": args.memory_limit,
         "transactions": transactions,

@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from rcmlake.demo import demo_config
+from rcmlake.demo import demo_config, hospital_names, prepare
 from rcmlake.errors import ConfigError
 from rcmlake.layers.silver import silver_path
 from rcmlake.project import Project
-from rcmlake.synth import synthesize
+from rcmlake.synth import SynthSpec, synthesize
 from tests.conftest import make_project
 
 ENTITIES = ("patients", "encounters", "transactions", "claims")
@@ -482,3 +482,31 @@ def test_the_newest_row_per_key_and_exact_repeats_on_hand_made_rows() -> None:
             ("k3", "h1"),
             ("k4", "h8"),
         ]
+
+
+def test_four_hospitals_each_land_with_their_own_layout_and_exact_quarantine(
+    tmp_path: Path,
+) -> None:
+    """``--hospitals 4``: the config follows the set (hospital B's patient columns at B and
+    D, files by hospital number), and every hospital's quarantine equals its manifest."""
+    spec = SynthSpec(seed=11, transactions=900, months=3, datasources=hospital_names(4))
+    assert prepare(tmp_path, spec)
+    project = Project.load(tmp_path / "rcmlake.yaml")
+    result = project.run()
+    failed = [r for r in result.failed if r.status != "rejected"]  # the broken 835s on purpose
+    assert not failed, [(r.table, r.error) for r in failed]
+    want = manifest(tmp_path)
+    assert quarantine_counts(project) == expected(want)
+    assert set(expected(want)) == {"hospital_a", "hospital_b", "hospital_c", "hospital_d"}
+    con = duckdb.connect()
+    con.register("t", project.lake.dataset(silver_path("transactions")))
+    rows = dict(con.execute("SELECT datasource, count(*) FROM t GROUP BY 1").fetchall())
+    held = {ds: r["transactions"] for ds, r in want["rows"].items()}
+    # one row per source key: a key the source holds twice is one row, quarantined
+    dup = {ds: len(d["transaction_duplicate_key"]) for ds, d in want["defects"].items()}
+    assert rows == {ds: held[ds] - dup[ds] for ds in held}
+    con.register("p", project.lake.dataset(silver_path("patients")))
+    named = con.execute(
+        "SELECT datasource, count(*) FROM p WHERE is_current AND last_name IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    assert {ds for ds, n in named if n > 0} == set(held)  # layout B mapped at B and D

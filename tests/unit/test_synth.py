@@ -9,7 +9,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+from rcmlake.demo import hospital_names, prepare
+from rcmlake.errors import ConfigError
 from rcmlake.synth import SynthSpec, synthesize
 from rcmlake.synth.catalog import cpt_catalog, icd_catalog
 
@@ -121,3 +124,20 @@ def test_update_needs_a_base_set(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="run `rcmlake synth` before --update"):
         synthesize(tmp_path, update=True)
+
+
+def test_the_demo_config_follows_the_sets_hospitals_unless_edited(tmp_path: Path) -> None:
+    config = tmp_path / "rcmlake.yaml"
+    prepare(tmp_path, SynthSpec(transactions=200, months=2))
+    assert list(yaml.safe_load(config.read_text())["sources"]) == ["hospital_a", "hospital_b"]
+    prepare(tmp_path, SynthSpec(transactions=200, months=2, datasources=hospital_names(3)))
+    raw = yaml.safe_load(config.read_text())
+    assert list(raw["sources"]) == ["hospital_a", "hospital_b", "hospital_c"]
+    assert raw["files"]["remittances"]["patterns"]["hospital_c"] == "hospital3_*.835"
+    assert (tmp_path / "landing" / "claims" / "hospital3_claims_2025_01.csv").exists()
+    edited = config.read_text().replace("name: rcmlake-demo", "name: our-lake")
+    config.write_text(edited)
+    prepare(tmp_path, SynthSpec(transactions=200, months=2))
+    assert config.read_text() == edited  # an edited config is the user's
+    with pytest.raises(ConfigError, match="1 to 26 hospitals, not 27"):
+        hospital_names(27)

@@ -22,6 +22,15 @@ def synth(
     ] = 5_000,
     months: Annotated[int, typer.Option(help="Months of history (one claims file per month).")] = 6,
     defect_rate: Annotated[float, typer.Option(help="Share of rows given a known defect.")] = 0.01,
+    hospitals: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=26,
+            help="How many hospitals (hospital_a, hospital_b, …; every second one with "
+            "hospital B's patient columns).",
+        ),
+    ] = 2,
     target: Annotated[
         str | None,
         typer.Option(
@@ -49,7 +58,9 @@ def synth(
         ),
     ] = None,
 ) -> None:
-    """Generate two synthetic hospitals: EMR databases, monthly claims files and a CPT file."""
+    """Generate synthetic hospitals: EMR databases, monthly claims files, 835 remittances and a
+    CPT file."""
+    from rcmlake.demo import hospital_names
     from rcmlake.synth import SynthSpec, synthesize
     from rcmlake.synth import touch as touch_rows
 
@@ -59,7 +70,13 @@ def synth(
         rows = [{"datasource": ds, "table": "transactions", "rows": n} for ds, n in edited.items()]
         console().table("synth --touch: rows edited", rows)
         return
-    spec = SynthSpec(seed=seed, transactions=transactions, months=months, defect_rate=defect_rate)
+    spec = SynthSpec(
+        seed=seed,
+        transactions=transactions,
+        months=months,
+        defect_rate=defect_rate,
+        datasources=hospital_names(hospitals),
+    )
     with console().progress("synth", 1):
         result = synthesize(out, None if update else spec, target=target, update=update)
     rows = [
@@ -150,16 +167,18 @@ def schema(
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic hospitals.")] = 42,
     transactions: Annotated[int, typer.Option(help="Transactions per hospital.")] = 5_000,
+    hospitals: Annotated[int, typer.Option(min=1, max=26, help="How many hospitals.")] = 2,
 ) -> None:
     """Synthetic hospitals → bronze → silver → gold → dashboard, all under the current folder."""
     from rcmlake.config import json_schema
-    from rcmlake.demo import prepare
+    from rcmlake.demo import hospital_names, prepare
     from rcmlake.project import Project
     from rcmlake.synth import SynthSpec, synth_manifest
 
     started = time.monotonic()
     here = Path.cwd()
-    fresh = prepare(here, SynthSpec(seed=seed, transactions=transactions))
+    spec = SynthSpec(seed=seed, transactions=transactions, datasources=hospital_names(hospitals))
+    fresh = prepare(here, spec)
     (here / "rcmlake.schema.json").write_text(json_schema(), encoding="utf-8")
     console().info("synthetic sources " + ("written" if fresh else "already there, reused"))
     proj = Project.load(here / "rcmlake.yaml", console=console())
