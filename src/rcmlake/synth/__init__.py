@@ -108,42 +108,11 @@ def synthesize(
     claims_rows: dict[str, int] = {}
     remits: dict[str, dict[str, object]] = {}
     for index, ds in enumerate(spec.datasources):
-        tl = build(spec, index)
-        plan = plans[ds] = defects.plan(tl, spec)
-        engine = writers.engine_for(writers.database_url(target, ds), create=True)
-        try:
-            tables = _emr(tl, spec, plan, updates)
-            if update:
-                old = _emr(tl, spec, plan, updates - 1)
-                for name, table in tables.items():
-                    key = writers.KEYS[name] or table.column_names[0]
-                    writers.upsert_rows(engine, name, changed_rows(old[name], table), key)
-            else:
-                writers.replace_tables(engine, tables)
-        finally:
-            engine.dispose()
-        result.rows[ds] = {name: t.num_rows for name, t in tables.items()}
-        months = [spec.months + updates] if update else range(1, spec.months + 1)
-        adjudicated = []
-        for month in months:
-            claims = claims_for_month(tl, spec, month)
-            adjudicated.append((month, claims, spec.month_end(month)))
-            corrected: list[str] = []
-            if update and updates == 1:
-                claims = pa.concat_tables([claims, _corrections(tl, spec, plan)])
-                corrected = plan.corrected("claim_negative_amount", updates)
-            text, malformed = defects.apply_claims(claims, plan, corrected)
-            path = out / "landing" / "claims" / claims_file_name(index, spec, month)
-            writers.write_csv(text, path, truncate_ids=malformed)
-            result.files.append(path)
-            claims_rows[path.name] = text.num_rows
+        # one hospital at a time: its timeline and tables are freed before the next is drawn
+        plans[ds], remit = _hospital(out, spec, index, target, updates, result, claims_rows)
         if spec.remittances:
-            remits[ds] = remittances.merge(
-                (previous or {}).get("remittances", {}).get(ds) if update else None,
-                remittances.write_remittances(
-                    out, index, adjudicated, spec.seed, fresh=not update and spec.remittance_defects
-                ),
-            )
+            before = (previous or {}).get("remittances", {}).get(ds) if update else None
+            remits[ds] = remittances.merge(before, remit)
     result.files.append(_write_cpt(out / "landing" / "cptcodes" / "cptcodes.csv"))
     result.manifest = {
         "spec": {**asdict(spec), "start": spec.start.isoformat()},
@@ -164,6 +133,57 @@ def synthesize(
     }
     manifest_path.write_text(json.dumps(result.manifest, indent=2, sort_keys=True))
     return result
+
+
+def _hospital(
+    out: Path,
+    spec: SynthSpec,
+    index: int,
+    target: str,
+    updates: int,
+    result: SynthResult,
+    claims_rows: dict[str, int],
+) -> tuple[defects.DefectPlan, dict[str, Any]]:
+    """Write hospital ``index``'s EMR database, claims files and 835s (the base history, or
+    with ``updates`` > 0 that update's changes); returns its defect plan and what its 835s
+    hold. Rows and files written are added to ``result`` and ``claims_rows``."""
+    ds, update = spec.datasources[index], updates > 0
+    tl = build(spec, index)
+    plan = defects.plan(tl, spec)
+    engine = writers.engine_for(writers.database_url(target, ds), create=True)
+    try:
+        tables = _emr(tl, spec, plan, updates)
+        if update:
+            old = _emr(tl, spec, plan, updates - 1)
+            for name, table in tables.items():
+                key = writers.KEYS[name] or table.column_names[0]
+                writers.upsert_rows(engine, name, changed_rows(old[name], table), key)
+        else:
+            writers.replace_tables(engine, tables)
+    finally:
+        engine.dispose()
+    result.rows[ds] = {name: t.num_rows for name, t in tables.items()}
+    del tables
+    months = [spec.months + updates] if update else range(1, spec.months + 1)
+    adjudicated = []
+    for month in months:
+        claims = claims_for_month(tl, spec, month)
+        adjudicated.append((month, claims, spec.month_end(month)))
+        corrected: list[str] = []
+        if update and updates == 1:
+            claims = pa.concat_tables([claims, _corrections(tl, spec, plan)])
+            corrected = plan.corrected("claim_negative_amount", updates)
+        text, malformed = defects.apply_claims(claims, plan, corrected)
+        path = out / "landing" / "claims" / claims_file_name(index, spec, month)
+        writers.write_csv(text, path, truncate_ids=malformed)
+        result.files.append(path)
+        claims_rows[path.name] = text.num_rows
+    remit: dict[str, Any] = {}
+    if spec.remittances:
+        remit = remittances.write_remittances(
+            out, index, adjudicated, spec.seed, fresh=not update and spec.remittance_defects
+        )
+    return plan, remit
 
 
 def _corrections(tl: Any, spec: SynthSpec, plan: defects.DefectPlan) -> pa.Table:
