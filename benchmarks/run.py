@@ -164,6 +164,77 @@ def reuse(work: Path) -> None:
     (work / "rcmlake.yaml").write_text(config, encoding="utf-8")
 
 
+def summary(
+    args: argparse.Namespace, steps: list[dict[str, Any]], transactions: int, patients: int
+) -> dict[str, Any]:
+    """The result JSON: the full build, each run's share of it, the floor, the peak."""
+    by = {s["step"]: s for s in steps}
+    full = sum(by[x]["seconds"] for x in ("bronze", "silver", "gold"))
+
+    def share(name: str, step: str) -> dict[str, float | None]:
+        seconds = by[step]["seconds"] if step in by else None
+        return {
+            f"{name}_s": seconds,
+            f"{name}_share_of_full": round(seconds / full, 3) if seconds is not None else None,
+        }
+
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": args.scale,
+        "hospitals": args.hospitals,
+        "engine": args.engine,
+        "memory_limit": args.memory_limit,
+        "transactions": transactions,
+        "patients": patients,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "full_build_s": round(full, 2),
+        "silver_gold_s": round(by["silver"]["seconds"] + by["gold"]["seconds"], 2),
+        **share("incremental", "incremental run (1%)"),
+        **share("incremental_recent", "incremental run (1% recent)"),
+        **share("update_run", "update run"),
+        "parquet_floor_s": by["parquet floor"]["seconds"],
+        "silver_gold_over_floor": round(
+            (by["silver"]["seconds"] + by["gold"]["seconds"]) / by["parquet floor"]["seconds"], 2
+        ),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps if s["step"] != "synth"),
+        "steps": steps,
+    }
+
+
+def incremental_steps(work: Path, *, month_update: bool) -> list[dict[str, Any]]:
+    """A no-op re-run, ``synth --update`` and its run (with ``month_update``), then 1% of the
+    transactions edited: first spread over every month (the worst case for a build by
+    month), then only services of the last month (payments post to recent claims)."""
+    steps = [run_step("re-run (no-op)", pipeline(["bronze", "silver", "gold"]), work)]
+    if month_update:
+        steps.append(
+            run_step(
+                "synth --update",
+                "from pathlib import Path\nfrom rcmlake.synth import synthesize\n"
+                "synthesize(Path('.'), update=True)\n",
+                work,
+            )
+        )
+        inc = run_step("update run", pipeline(["bronze", "silver", "gold"]), work)
+        inc["rows"] = step_rows(work)
+        steps.append(inc)
+    for label, recent in (("", None), (" recent", 1)):
+        steps.append(
+            run_step(
+                f"synth --touch 0.01{label}",
+                "from pathlib import Path\nfrom rcmlake.synth import touch\n"
+                f"touch(Path('.'), 0.01, recent_months={recent})\n",
+                work,
+            )
+        )
+        one = run_step(f"incremental run (1%{label})", pipeline(["bronze", "silver", "gold"]), work)
+        one["rows"] = step_rows(work)
+        steps.append(one)
+    return steps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,7 +266,13 @@ def main() -> None:
     ap.add_argument(
         "--no-month-update",
         action="store_true",
-        help="skip `synth --update` and its run (at scale 10 the generator alone takes ~20 min)",
+        help="skip `synth --update` and its run (at scale 10 the generator alone takes ~7 min)",
+    )
+    ap.add_argument(
+        "--build-only",
+        action="store_true",
+        help="the full build, report and floor only: no re-run, update or 1%% runs (scale 30: "
+        "does it complete, and in how much memory)",
     )
     args = ap.parse_args()
 
@@ -203,7 +280,9 @@ def main() -> None:
     per_hospital = int(PER_SCALE * args.scale / args.hospitals)
     if args.reuse_synth and (work / "synth_manifest.json").exists():
         reuse(work)
-        steps = [{"step": "synth", "seconds": None, "peak_rss_mb": None, "reused": True}]
+        steps: list[dict[str, Any]] = [
+            {"step": "synth", "seconds": None, "peak_rss_mb": None, "reused": True}
+        ]
     else:
         if work.exists():
             shutil.rmtree(work)
@@ -245,67 +324,10 @@ def main() -> None:
             work,
         )
     )
-    steps.append(run_step("re-run (no-op)", pipeline(["bronze", "silver", "gold"]), work))
-    if not args.no_month_update:
-        steps.append(
-            run_step(
-                "synth --update",
-                "from pathlib import Path\nfrom rcmlake.synth import synthesize\n"
-                "synthesize(Path('.'), update=True)\n",
-                work,
-            )
-        )
-        inc = run_step("update run", pipeline(["bronze", "silver", "gold"]), work)
-        inc["rows"] = step_rows(work)
-        steps.append(inc)
-    # 1% of the transactions edited: first spread over every month (the worst case for a
-    # build by month), then only services of the last month (payments post to recent claims)
-    for label, recent in (("", None), (" recent", 1)):
-        steps.append(
-            run_step(
-                f"synth --touch 0.01{label}",
-                "from pathlib import Path\nfrom rcmlake.synth import touch\n"
-                f"touch(Path('.'), 0.01, recent_months={recent})\n",
-                work,
-            )
-        )
-        one = run_step(f"incremental run (1%{label})", pipeline(["bronze", "silver", "gold"]), work)
-        one["rows"] = step_rows(work)
-        steps.append(one)
+    if not args.build_only:
+        steps += incremental_steps(work, month_update=not args.no_month_update)
     steps.append(parquet_floor(work))
-
-    by = {s["step"]: s for s in steps}
-    full = sum(by[x]["seconds"] for x in ("bronze", "silver", "gold"))
-    result = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "scale": args.scale,
-        "hospitals": args.hospitals,
-        "engine": args.engine,
-        "memory_limit": args.memory_limit,
-        "transactions": transactions,
-        "patients": patients,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "full_build_s": round(full, 2),
-        "silver_gold_s": round(by["silver"]["seconds"] + by["gold"]["seconds"], 2),
-        "incremental_s": by["incremental run (1%)"]["seconds"],
-        "incremental_share_of_full": round(by["incremental run (1%)"]["seconds"] / full, 3),
-        "incremental_recent_s": by["incremental run (1% recent)"]["seconds"],
-        "incremental_recent_share_of_full": round(
-            by["incremental run (1% recent)"]["seconds"] / full, 3
-        ),
-        "update_run_s": by["update run"]["seconds"] if "update run" in by else None,
-        "update_run_share_of_full": (
-            round(by["update run"]["seconds"] / full, 3) if "update run" in by else None
-        ),
-        "parquet_floor_s": by["parquet floor"]["seconds"],
-        "silver_gold_over_floor": round(
-            (by["silver"]["seconds"] + by["gold"]["seconds"]) / by["parquet floor"]["seconds"], 2
-        ),
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps if s["step"] != "synth"),
-        "steps": steps,
-    }
+    result = summary(args, steps, transactions, patients)
     if server is not None:
         server.terminate()
         server.wait()

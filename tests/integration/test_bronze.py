@@ -62,6 +62,10 @@ def test_full_and_incremental_loads_across_an_update(backend: Backend) -> None:
     assert {"_batch_id", "_ingested_at", "_source"} <= set(lineage.column_names)
     assert lineage["_source"].unique().to_pylist() == ["hospital_a.patients"]
     assert str(lineage.schema.field("_ingested_at").type) == "timestamp[us, tz=UTC]"
+    # the engine writes the lineage itself: the load's batch and start, to the microsecond
+    load = next(r for r in first.records if (r.datasource, r.table) == ("hospital_a", "patients"))
+    assert lineage["_batch_id"].unique().to_pylist() == [load.batch_id]
+    assert lineage["_ingested_at"].unique().to_pylist() == [load.started_at]
 
     # nothing new: no rows, no new Delta versions
     before = versions(project)

@@ -3,11 +3,13 @@ table's schema, or delta-rs' dataset where the files alone do not say what the t
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.storage.delta import Lake
@@ -105,3 +107,84 @@ def test_a_partition_folder_duckdb_would_misread_reads_through_delta_rs(tmp_path
             {"claim_key": "c2", "month": None},
             {"claim_key": "c3", "month": "2025 02/x"},
         ]
+
+
+SOURCE = """
+SELECT 'k' || i AS claim_key,
+       CASE WHEN i % 4 = 0 THEN NULL ELSE DATE '2025-01-01' + INTERVAL (i % 3) MONTH END::DATE
+           AS service_month,
+       i AS n,
+       (i / 8)::DECIMAL(18, 2) AS amount,
+       TIMESTAMP '2025-01-02 03:04:05' + INTERVAL (i) SECOND AS stamped_at,
+       ['a', 'b'][1:1 + i % 2] AS flags
+FROM range(1, 1001) r(i)
+"""
+
+
+def test_duckdb_writes_its_own_parquet_and_commits_it_with_true_statistics(
+    tmp_path: Path,
+) -> None:
+    """A DuckDB write into a local lake is DuckDB's Parquet writer plus one commit of the
+    files with Delta statistics; what it holds equals the query, partitioned or not."""
+    lake = Lake(str(tmp_path / "lake"))
+    with DuckDBEngine().session() as s:
+        want = s.sql(
+            "SELECT claim_key, service_month, n, amount, CAST(stamped_at AS TIMESTAMPTZ) AS stamped_at, flags "
+            f"FROM ({SOURCE}) ORDER BY n"
+        )
+        v = s.write(
+            lake,
+            "gold/fact",
+            SOURCE,
+            mode="overwrite",
+            partition_by=["service_month"],
+            description="a fact",
+            comments={"claim_key": "the claim"},
+            metadata={"run_id": "r1"},
+        )
+        assert v == 0
+        dt = lake.table("gold/fact")
+        assert dt is not None
+        assert dt.metadata().description == "a fact"
+        assert dt.metadata().partition_columns == ["service_month"]
+        field = json.loads(dt.schema().to_json())["fields"][0]
+        assert field["name"] == "claim_key" and field["metadata"] == {"comment": "the claim"}
+        assert "_delta_log" in {p.name for p in (tmp_path / "lake/gold/fact").iterdir()}
+        # every file's statistics are true of its rows: row and null counts, no bounds
+        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        assert {a["partition.service_month"] for a in adds} == {
+            None,
+            date(2025, 1, 1),
+            date(2025, 2, 1),
+            date(2025, 3, 1),
+        }
+        for a in adds:
+            month = a["partition.service_month"]
+            rows = [r for r in want.to_pylist() if r["service_month"] == month]
+            assert a["num_records"] == len(rows)
+            assert a["null_count.amount"] == 0 and a["null_count.flags"] == 0
+            assert {v for k, v in a.items() if k.startswith(("min.", "max."))} == {None}
+        assert sum(a["num_records"] for a in adds) == 1000
+        # delta-rs' dataset reads a bound missing from the statistics as NULL and prunes
+        # every file by it: a filter on a column with no bounds still finds its rows
+        dataset = lake.dataset("gold/fact")
+        assert dataset is not None
+        over = pc.field("amount") > pa.scalar(Decimal("100"), pa.decimal128(18, 2))
+        assert dataset.to_table(filter=over).num_rows == sum(
+            r["amount"] > 100 for r in want.to_pylist()
+        )
+        # read back through delta-rs and through DuckDB's own reader: the query's rows
+        back = lake.read("gold/fact").sort_by("n")
+        assert back.select(want.column_names).to_pylist() == want.to_pylist()
+        assert s.read_lake("fact", lake, "gold/fact")
+        pruned = s.sql("SELECT count(*) AS c FROM fact WHERE n <= 10").to_pylist()
+        assert pruned == [{"c": 10}]
+        # a second write of the same columns is an overwrite commit of new files
+        assert s.write(lake, "gold/fact", f"{SOURCE} LIMIT 10", mode="overwrite") == 1
+        assert lake.read("gold/fact").num_rows == 10
+        assert lake.commits("gold/fact")[-1]["rcmlake"]["run_id"] == "r1"
+        # a write that adds a column goes through delta-rs' schema evolution
+        wider = f"SELECT *, 'x' AS extra FROM ({SOURCE}) LIMIT 5"
+        assert s.write(lake, "gold/fact", wider, mode="append", schema_mode="merge") == 2
+        final = lake.read("gold/fact")
+        assert final.num_rows == 15 and final.column("extra").null_count == 10

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+import yaml
 
+from rcmlake.demo import demo_config
 from rcmlake.layers.bronze import bronze_path
 from tests.conftest import make_project
 
@@ -154,3 +156,19 @@ def test_an_oversized_field_rejects_its_file_and_the_run_goes_on(workdir: Path) 
     again = project.ingest({"claims"})
     loaded = [r for r in again.records if r.source_file and r.source_file.endswith(name)]
     assert loaded and loaded[0].status == "success" and loaded[0].rows_written == 1
+
+
+def test_a_file_two_patterns_match_is_the_first_datasources(workdir: Path) -> None:
+    """Each datasource of a feed loads in its own task; a file an earlier datasource's pattern
+    also matches is loaded once, by that datasource, as when they loaded in turn."""
+    files = yaml.safe_load(demo_config())["files"]
+    files["claims"]["patterns"] = {"hospital_a": "hospital*.csv", "hospital_b": "*2_*.csv"}
+    project = make_project(workdir, files=files)
+    names = sorted(p.name for p in (workdir / "landing" / "claims").glob("*.csv"))
+    assert any(n.startswith("hospital2_") for n in names)
+    result = project.ingest()
+    claims = [r for r in result.records if r.table == "claims" and r.status == "success"]
+    assert sorted(Path(r.source_file or "").name for r in claims) == names
+    assert {r.datasource for r in claims} == {"hospital_a"}
+    assert project.lake.read(bronze_path("hospital_b", "claims")) is None
+    assert result.exit_code == 0

@@ -4,6 +4,9 @@ into delta-rs writes, and spills to disk past its memory limit."""
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -13,11 +16,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+from deltalake import DeltaTable, Schema
 
 from rcmlake.engines.base import Engine, EngineSession, quote_ident, quote_literal
 from rcmlake.engines.dialect import view_name
 from rcmlake.errors import EngineError, scrub
-from rcmlake.storage.delta import Lake
+from rcmlake.storage.delta import DataFile, Lake
 from rcmlake.storage.lake_types import to_lake_stream
 
 BATCH_ROWS = 122_880  # DuckDB's row group size: batches stay bounded whatever the table size
@@ -240,6 +244,20 @@ class DuckDBSession(EngineSession):
         schema_mode: str | None = None,
         predicate: str | None = None,
     ) -> int:
+        if predicate is None and not params and lake.is_local:
+            types = self.columns(_sub(query))
+            schema = self._lake_schema(query, comments)
+            if _copyable(types) and _same_schema(lake.table(path), schema):
+                files = self._copy(query, lake.uri(path), types, schema, partition_by or [])
+                return lake.commit_files(
+                    path,
+                    files,
+                    schema=schema,
+                    mode=mode,
+                    metadata=metadata,
+                    partition_by=partition_by,
+                    description=description,
+                )
         return lake.write(
             path,
             self._rows(query, params, comments),
@@ -250,6 +268,53 @@ class DuckDBSession(EngineSession):
             schema_mode=schema_mode,
             predicate=predicate,
         )
+
+    def _lake_schema(self, query: str, comments: dict[str, str] | None) -> pa.Schema:
+        """The lake schema the result of ``query`` is written in (``to_lake_stream``)."""
+        return to_lake_stream(self.stream(f"SELECT * FROM {_sub(query)} LIMIT 0"), comments).schema
+
+    def _copy(
+        self,
+        query: str,
+        folder: str,
+        types: dict[str, str],
+        schema: pa.Schema,
+        partition_by: list[str],
+    ) -> list[DataFile]:
+        """Write the result of ``query`` as Parquet files into ``folder`` (a table's, local)
+        with DuckDB's own writer, returning them with their Delta statistics.
+
+        Why not stream into delta-rs: its writer held about 300 MB more per 100 MB file
+        until the commit (2.1 GB for a 10M-row silver table at scale 10), outside DuckDB's
+        memory limit; DuckDB's writer stays within it, as fast."""
+        select = ", ".join(
+            f"CAST({quote_ident(c)} AS TIMESTAMPTZ) AS {quote_ident(c)}"
+            if t.startswith("TIMESTAMP") and t != "TIMESTAMP WITH TIME ZONE"
+            else quote_ident(c)
+            for c, t in types.items()
+        )
+        options = [
+            "FORMAT parquet",
+            "COMPRESSION snappy",
+            f"FILE_SIZE_BYTES '{FILE_SIZE}'",
+            "FILENAME_PATTERN 'part-{uuid}'",
+            "APPEND",  # new names beside the table's files and log
+            "RETURN_STATS",
+        ]
+        if partition_by:
+            options.append(f"PARTITION_BY ({', '.join(quote_ident(c) for c in partition_by)})")
+        root = folder.removeprefix("file://")
+        os.makedirs(root, exist_ok=True)
+        try:
+            result = self.con.execute(
+                f"COPY (SELECT {select} FROM {_sub(query)}) TO {quote_literal(root)} "
+                f"({', '.join(options)})"
+            )
+            names = [d[0] for d in result.description or []]
+            rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        except duckdb.Error as exc:
+            raise _translated(exc) from None
+        return [_data_file(root, row, schema, set(partition_by)) for row in rows]
 
     def merge(
         self,
@@ -301,6 +366,57 @@ class DuckDBSession(EngineSession):
                 pass
             self.catalog = None
         self.con.close()
+
+
+FILE_SIZE = "128MiB"  # Parquet files of about this size, as delta-rs writes them
+# DuckDB types its Parquet writer writes as the lake types them (timestamps cast to UTC
+# first); a result with any other type (HUGEINT, unsigned, UUID, STRUCT …) goes through
+# delta-rs' writer
+_COPYABLE = re.compile(
+    r"(VARCHAR|BIGINT|INTEGER|SMALLINT|TINYINT|DOUBLE|FLOAT|BOOLEAN|DATE|DECIMAL\(\d+,\d+\))"
+    r"(\[\])*|TIMESTAMP( WITH TIME ZONE|_NS|_MS|_S)?"
+)
+
+
+def _sub(query: str) -> str:
+    """``query`` as a subquery (on lines of its own: it may end in a ``--`` comment)."""
+    return f"(\n{query}\n)"
+
+
+def _copyable(types: dict[str, str]) -> bool:
+    return all(_COPYABLE.fullmatch(t) for t in types.values())
+
+
+def _same_schema(table: DeltaTable | None, schema: pa.Schema) -> bool:
+    """Whether files of ``schema`` can be committed to ``table`` as they are: no table yet,
+    or one of the same columns and types (schema changes go through delta-rs' writer)."""
+    if table is None:
+        return True
+    mine = json.loads(Schema.from_arrow(schema).to_json())["fields"]
+    theirs = json.loads(table.schema().to_json())["fields"]
+    return [(f["name"], f["type"]) for f in mine] == [(f["name"], f["type"]) for f in theirs]
+
+
+def _data_file(root: str, row: dict[str, Any], schema: pa.Schema, partitions: set[str]) -> DataFile:
+    """A file DuckDB's ``COPY … RETURN_STATS`` wrote, with Delta statistics: its row count
+    and the null count of each top-level column.
+
+    No minimum and maximum: delta-rs' pyarrow dataset reads a column missing from them as
+    a NULL bound and prunes every file on a filter over it, so bounds would have to be
+    exact for every column (decimals, timestamps rounded outward to milliseconds, floats
+    with NaN); the engines prune row groups by the Parquet statistics instead."""
+    columns, keys = row["column_statistics"] or {}, row["partition_keys"] or {}
+    nulls = {
+        f.name: int(col["null_count"])
+        for f in schema
+        if f.name not in partitions
+        and (col := columns.get(quote_ident(f.name))) is not None
+        and "null_count" in col
+    }
+    stats = {"numRecords": int(row["count"]), "nullCount": nulls}
+    relative = os.path.relpath(row["filename"], root).replace(os.sep, "/")
+    values = {k: (None if v is None else str(v)) for k, v in keys.items()}
+    return DataFile(relative, int(row["file_size_bytes"]), values, json.dumps(stats))
 
 
 class DuckDBEngine(Engine):

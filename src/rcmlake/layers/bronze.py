@@ -30,7 +30,7 @@ from rcmlake.errors import (
     SourceError,
     is_transient,
 )
-from rcmlake.layers.context import LINEAGE, RunContext, with_lineage
+from rcmlake.layers.context import LINEAGE, RunContext, lineage_sql, with_lineage
 from rcmlake.sources.files import read_file
 from rcmlake.sources.sql import SqlSource
 from rcmlake.sources.x835 import PARTS as X835_PARTS
@@ -159,13 +159,12 @@ def load_table(
         if count == 0 and not emptied:
             ctx.audit.record(rec.finish("no_change"))
             return rec
-        data = with_lineage(
-            s.stream(f"SELECT * FROM {new_rows}"), rec, f"{source.name}.{table.name}"
-        )
+        lineage = lineage_sql(rec, f"{source.name}.{table.name}")
         rec.rows_written = count
-        rec.delta_version = ctx.lake.write(
+        rec.delta_version = s.write(
+            ctx.lake,
             path,
-            data,
+            f"SELECT *, {lineage} FROM {new_rows}",
             mode="overwrite" if table.load_type == "full" else "append",
             schema_mode="overwrite" if table.load_type == "full" else "merge",
             metadata=_commit_meta(rec, content_hash=content),
@@ -295,21 +294,32 @@ def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:
     return {**meta, **{k: v for k, v in extra.items() if v is not None}}
 
 
-def load_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRecord]:
-    """Land each new file of a feed once; reject unreadable ones; archive what was committed.
-    The landing root may be a local folder or an object store (``storage.objects``)."""
-    records = []
+def load_feed(
+    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str
+) -> list[LoadRecord]:
+    """Land each new file of one datasource of a feed once; reject unreadable ones; archive
+    what was committed. The landing root may be a local folder or an object store
+    (``storage.objects``). Each datasource of a feed writes its own bronze tables, so they
+    load in parallel; a file that an earlier datasource's pattern also matches is that
+    datasource's (as when they loaded one after the other)."""
     landing = objects.folder(ctx.config.landing_root)
     where = ctx.config.feed_folder(feed)
-    for datasource, pattern in feed.patterns.items():
-        paths = feed_paths(datasource, name, feed)
-        for path in paths:
-            table = path.rsplit("/", 1)[1]
-            ctx.audit.recover(path, layer="bronze", datasource=datasource, table=table)
-        loaded = {path: _loaded_checksums(ctx, path) for path in paths}
-        for key in landing.list(where, pattern):
-            records.append(_load_file(ctx, landing, key, datasource, name, feed, loaded))
-    return records
+    names = list(feed.patterns)
+    # earlier patterns listed first: a file they match and that is still here is theirs,
+    # and one they have already archived is not in this listing either
+    theirs = {
+        k for ds in names[: names.index(datasource)] for k in landing.list(where, feed.patterns[ds])
+    }
+    paths = feed_paths(datasource, name, feed)
+    for path in paths:
+        table = path.rsplit("/", 1)[1]
+        ctx.audit.recover(path, layer="bronze", datasource=datasource, table=table)
+    loaded = {path: _loaded_checksums(ctx, path) for path in paths}
+    return [
+        _load_file(ctx, landing, key, datasource, name, feed, loaded)
+        for key in landing.list(where, feed.patterns[datasource])
+        if key not in theirs
+    ]
 
 
 def feed_paths(datasource: str, name: str, feed: FileFeedConfig) -> list[str]:
@@ -453,17 +463,27 @@ def run_bronze(ctx: RunContext, keys: set[str] | None = None) -> list[LoadRecord
         if load.source is not None and load.table is not None:
             tables.setdefault(load.source, []).append(load.table)
     sources = [SqlSource(name, ctx.config.sources[name], ctx.config.base_dir) for name in tables]
-    feeds = [(load.feed, ctx.config.files[load.feed]) for load in chosen if load.feed]
+    # one task per datasource of a feed: a month of 835s takes minutes at scale, and the
+    # hospitals' files need not wait for each other
+    feeds = [
+        (load.feed, ctx.config.files[load.feed], ds)
+        for load in chosen
+        if load.feed
+        for ds in ctx.config.files[load.feed].patterns
+    ]
     total = sum(len(t) for t in tables.values()) + len(feeds)
     records: list[LoadRecord] = []
     with (
         ctx.console.progress("bronze", total) as bar,
         ThreadPoolExecutor(ctx.config.run.workers) as pool,
     ):
-        futures: list[Future[list[LoadRecord]]] = []
+        # the feeds first: a feed's files load one after the other, so the longest chains
+        # start early and the run does not end on one core
+        futures: list[Future[list[LoadRecord]]] = [
+            pool.submit(_guard_feed, ctx, name, feed, ds) for name, feed, ds in feeds
+        ]
         for source in sources:
             futures.extend(_submit_source(ctx, pool, source, tables[source.name]))
-        futures.extend(pool.submit(_guard_feed, ctx, name, feed) for name, feed in feeds)
         for future in futures:
             done = future.result()
             records.extend(done)
@@ -499,13 +519,15 @@ def _guard_table(
         return [rec]
 
 
-def _guard_feed(ctx: RunContext, name: str, feed: FileFeedConfig) -> list[LoadRecord]:
+def _guard_feed(
+    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str
+) -> list[LoadRecord]:
     try:
-        return retrying(ctx)(load_feed, ctx, name, feed)
+        return retrying(ctx)(load_feed, ctx, name, feed, datasource)
     except RcmlakeError as exc:
         rec = ctx.record(
             layer="bronze",
-            datasource=",".join(feed.patterns),
+            datasource=datasource,
             table=feed.target or name,
             load_type="file",
         )

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console
-from rcmlake.engines.base import Engine
+from rcmlake.engines.base import Engine, quote_literal
 from rcmlake.storage.audit import AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
@@ -53,6 +53,17 @@ class RunContext:
 
 
 LINEAGE = ("_batch_id", "_ingested_at", "_source")  # the columns with_lineage adds
+
+
+def lineage_sql(rec: LoadRecord, source: str) -> str:
+    """The bronze lineage columns of ``with_lineage`` as SQL select items, for a load an
+    engine writes itself (the same names, values and types)."""
+    started = rec.started_at.astimezone(UTC).isoformat()
+    return (
+        f"{quote_literal(rec.batch_id)} AS _batch_id, "
+        f"CAST({quote_literal(started)} AS TIMESTAMPTZ) AS _ingested_at, "
+        f"{quote_literal(source)} AS _source"
+    )
 
 
 def with_lineage(

@@ -13,18 +13,25 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
-from deltalake.transaction import CommitProperties
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    RemoveAction,
+    create_table_with_add_actions,
+)
 
 from rcmlake.errors import CommitConflict, StorageError, scrub
 from rcmlake.storage.objects import is_uri
@@ -36,6 +43,16 @@ META_PREFIX = "rcmlake."
 CHECKPOINT_EVERY = {"delta.checkpointInterval": "10"}
 # commit metadata that is table state (read from the newest commit), not a load's record
 STATE_KEYS = ("watermark_to", "content_hash", "rules", "fingerprint", "run_id", "as_of_date")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet file an engine wrote into a table's folder, for ``Lake.commit_files``."""
+
+    path: str  # relative to the table's root
+    size: int
+    partition_values: dict[str, str | None]
+    stats: str  # Delta statistics JSON: numRecords, minValues, maxValues, nullCount
 
 
 class Lake:
@@ -181,6 +198,57 @@ class Lake:
             raise StorageError(f"cannot write {path}: {scrub(str(exc).splitlines()[0])}") from None
         if current is not None:
             return current.version()
+        dt = self.table(path)
+        assert dt is not None
+        return dt.version()
+
+    def commit_files(
+        self,
+        path: str,
+        files: list[DataFile],
+        *,
+        schema: pa.Schema,
+        mode: str = "append",
+        metadata: dict[str, Any] | None = None,
+        partition_by: list[str] | None = None,
+        description: str | None = None,
+    ) -> int:
+        """Commit Parquet files an engine wrote into the table's folder as one commit (the
+        table created with ``schema`` when there is none; ``mode`` append or overwrite, the
+        table's schema unchanged); returns the new version. Files no commit names are not
+        part of the table; vacuum removes them."""
+        self.fence()
+        now = int(time.time() * 1000)
+        adds = [AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files]
+        current = self.table(path)
+        try:
+            with self._lock(path):
+                if current is None:
+                    create_table_with_add_actions(
+                        self.uri(path),
+                        Schema.from_arrow(schema),
+                        adds,
+                        mode="error",
+                        partition_by=partition_by,
+                        description=description,
+                        configuration=CHECKPOINT_EVERY,
+                        storage_options=self.storage_options,
+                        commit_properties=_props(metadata),
+                    )
+                else:
+                    current.create_write_transaction(
+                        list[AddAction | RemoveAction](adds),
+                        mode,
+                        schema,
+                        partition_by=partition_by,
+                        commit_properties=_props(metadata),
+                    )
+        except CommitFailedError as exc:
+            raise CommitConflict(f"concurrent commit on {path}: {exc}") from None
+        except (DeltaError, OSError) as exc:
+            raise StorageError(
+                f"cannot commit to {path}: {scrub(str(exc).splitlines()[0])}"
+            ) from None
         dt = self.table(path)
         assert dt is not None
         return dt.version()
