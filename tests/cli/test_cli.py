@@ -181,3 +181,18 @@ def test_secrets_never_reach_output_or_lake(tmp_path: Path) -> None:
         "environment variable RCM_TEST_PW is not set"
         in unset.stdout.replace("\n", " ") + unset.stderr
     )
+
+
+def test_synth_writes_as_many_hospitals_as_asked(tmp_path: Path) -> None:
+    out = rcmlake(
+        "synth", "--transactions", "300", "--months", "2", "--hospitals", "3", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "sources").glob("*.db")) == [
+        "hospital_a.db",
+        "hospital_b.db",
+        "hospital_c.db",
+    ]
+    assert (tmp_path / "landing" / "remittances" / "hospital3_2025_02.835").exists()
+    bad = rcmlake("synth", "--hospitals", "27", cwd=tmp_path)
+    assert bad.returncode == 2 and "hospitals" in bad.stderr + bad.stdout

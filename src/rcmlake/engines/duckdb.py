@@ -327,6 +327,9 @@ class DuckDBSession(EngineSession):
         update_when: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        if not lake.exists(path):  # the first merge creates the table: a plain write
+            self.write(lake, path, query, params, mode="append", metadata=metadata)
+            return
         lake.merge(
             path, self._rows(query, params), on=on, update_when=update_when, metadata=metadata
         )
