@@ -446,7 +446,15 @@ class DuckDBEngine(Engine):
         weakref.finalize(self, shutil.rmtree, self.spill_dir, ignore_errors=True)
 
     def _config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"temp_directory": self.spill_dir}
+        config: dict[str, Any] = {
+            "temp_directory": self.spill_dir,
+            # a partitioned write (gold facts by service month) flushes each partition's rows
+            # at one row group, not at 524,288: rewriting a 10M-row fact took 1.4 GB more
+            # than before the write at the default, 0.45 GB at this, and ran faster (8.4 s ->
+            # 5.6 s with one buffered row group)
+            "partitioned_write_flush_threshold": BATCH_ROWS,
+            "write_buffer_row_group_count": 1,
+        }
         if self.memory_limit:
             # past the limit, temp tables spill instead of failing; insertion order is not needed
             config |= {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
