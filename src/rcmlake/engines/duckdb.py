@@ -1,5 +1,7 @@
-"""DuckDB, the embedded engine: reads Delta through delta-rs' datasets, streams its results
-into delta-rs writes, and spills to disk past its memory limit."""
+"""DuckDB, the embedded engine: reads a local Delta table's files with its own Parquet
+reader (delta-rs' datasets elsewhere), writes a local table's files with its own Parquet
+writer and commits them through delta-rs (streams record batches into delta-rs' writer and
+MERGE elsewhere), and spills to disk past its memory limit."""
 
 from __future__ import annotations
 
@@ -106,7 +108,8 @@ def _hive_folders(files: list[str], partitions: list[dict[str, Any]]) -> bool:
 
 
 class DuckDBSession(EngineSession):
-    """Writes stream DuckDB's result batches into delta-rs: no table is ever whole in Python."""
+    """A connection with a catalog of its own. No table is ever whole in Python: a write
+    is DuckDB's Parquet writer plus a commit, or a stream of its result batches."""
 
     def __init__(
         self,
