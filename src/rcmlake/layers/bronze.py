@@ -296,13 +296,15 @@ def _commit_meta(rec: LoadRecord, **extra: object) -> dict[str, object]:
 
 
 def load_feed(
-    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str
+    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str | None = None
 ) -> list[LoadRecord]:
-    """Land each new file of one datasource of a feed once; reject unreadable ones; archive
-    what was committed. The landing root may be a local folder or an object store
-    (``storage.objects``). Each datasource of a feed writes its own bronze tables, so they
-    load in parallel; a file that an earlier datasource's pattern also matches is that
-    datasource's (as when they loaded one after the other)."""
+    """Land each new file of a feed (of one of its datasources, or of each in turn) once;
+    reject unreadable ones; archive what was committed. The landing root may be a local
+    folder or an object store (``storage.objects``). Each datasource of a feed writes its
+    own bronze tables, so they can load in parallel; a file that an earlier datasource's
+    pattern also matches is that datasource's (as when they load one after the other)."""
+    if datasource is None:
+        return [r for ds in feed.patterns for r in load_feed(ctx, name, feed, ds)]
     landing = objects.folder(ctx.config.landing_root)
     where = ctx.config.feed_folder(feed)
     names = list(feed.patterns)
@@ -396,9 +398,9 @@ def _load_file(
     return rec
 
 
-# one 835 parsed at a time, whichever datasource's: parsing a month's remittances (76 MB,
-# 730k claims) peaks at 2.8 GB outside the engine's memory limit, and two at once with the
-# EMR loads took bronze to 6.9 GB at scale 10; the parsed tables' writes still overlap
+# one 835 parsed at a time, whichever feed's: parsing a month's remittances (76 MB, 730k
+# claims) peaks at 2.8 GB outside the engine's memory limit, and two at once with the EMR
+# loads took bronze to 6.9 GB at scale 10
 _ONE_835 = threading.Lock()
 
 
@@ -471,14 +473,16 @@ def run_bronze(ctx: RunContext, keys: set[str] | None = None) -> list[LoadRecord
         if load.source is not None and load.table is not None:
             tables.setdefault(load.source, []).append(load.table)
     sources = [SqlSource(name, ctx.config.sources[name], ctx.config.base_dir) for name in tables]
-    # one task per datasource of a feed: a month of 835s takes minutes at scale, and the
-    # hospitals' files need not wait for each other
-    feeds = [
-        (load.feed, ctx.config.files[load.feed], ds)
-        for load in chosen
-        if load.feed
-        for ds in ctx.config.files[load.feed].patterns
-    ]
+    # one task per datasource of a file feed, so the hospitals' files need not wait for each
+    # other; an 835 feed is one task over its datasources in turn: 835s are parsed one at
+    # a time (_ONE_835), and a task per datasource would hold a worker idle waiting for it
+    feeds: list[tuple[str, FileFeedConfig, str | None]] = []
+    for load in chosen:
+        if load.feed:
+            feed = ctx.config.files[load.feed]
+            each = [None] if feed.layout == "x835" else list(feed.patterns)
+            feeds += [(load.feed, feed, ds) for ds in each]
+    feeds.sort(key=lambda f: f[1].layout != "x835")  # the longest chain first
     total = sum(len(t) for t in tables.values()) + len(feeds)
     records: list[LoadRecord] = []
     with (
@@ -528,14 +532,14 @@ def _guard_table(
 
 
 def _guard_feed(
-    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str
+    ctx: RunContext, name: str, feed: FileFeedConfig, datasource: str | None
 ) -> list[LoadRecord]:
     try:
         return retrying(ctx)(load_feed, ctx, name, feed, datasource)
     except RcmlakeError as exc:
         rec = ctx.record(
             layer="bronze",
-            datasource=datasource,
+            datasource=datasource or ",".join(feed.patterns),
             table=feed.target or name,
             load_type="file",
         )
