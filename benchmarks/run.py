@@ -170,6 +170,7 @@ def summary(
     """The result JSON: the full build, each run's share of it, the floor, the peak."""
     by = {s["step"]: s for s in steps}
     full = sum(by[x]["seconds"] for x in ("bronze", "silver", "gold"))
+    silver_gold = by["silver"]["seconds"] + by["gold"]["seconds"]
 
     def share(name: str, step: str) -> dict[str, float | None]:
         seconds = by[step]["seconds"] if step in by else None
@@ -190,14 +191,12 @@ def summary(
         "python": platform.python_version(),
         "machine": platform.machine(),
         "full_build_s": round(full, 2),
-        "silver_gold_s": round(by["silver"]["seconds"] + by["gold"]["seconds"], 2),
+        "silver_gold_s": round(silver_gold, 2),
         **share("incremental", "incremental run (1%)"),
         **share("incremental_recent", "incremental run (1% recent)"),
         **share("update_run", "update run"),
         "parquet_floor_s": by["parquet floor"]["seconds"],
-        "silver_gold_over_floor": round(
-            (by["silver"]["seconds"] + by["gold"]["seconds"]) / by["parquet floor"]["seconds"], 2
-        ),
+        "silver_gold_over_floor": round(silver_gold / by["parquet floor"]["seconds"], 2),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps if s["step"] != "synth"),
         "steps": steps,
     }

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rcmlake.errors import ConfigError
-from rcmlake.synth import MANIFEST, SynthSpec, synthesize
+from rcmlake.synth import MANIFEST, SynthSpec, has_layout_b, synthesize
 
-# Hospital B (and every second hospital after it) names its patient columns its own way
-# (SOURCES.md); the synthetic set writes them so (``synth.LAYOUT_B``).
+# Hospital B (and every second hospital after it: ``synth.has_layout_b``) names its patient
+# columns its own way (SOURCES.md).
 PATIENT_COLUMNS = {
     "hospital_a": ("PatientID", "ModifiedDate"),
     "hospital_b": ("ID", "Updated_Date"),
@@ -36,7 +36,7 @@ def demo_config(
     B's patient columns.
     """
     blocks = []
-    layout_b = datasources[1::2]
+    layout_b = [ds for i, ds in enumerate(datasources) if has_layout_b(i)]
     for ds in datasources:
         pid, modified = PATIENT_COLUMNS["hospital_b" if ds in layout_b else "hospital_a"]
         kind, url = (urls or {}).get(ds, ("sqlite", f"sqlite:///sources/{ds}.db"))

@@ -52,7 +52,7 @@ class DataFile:
     path: str  # relative to the table's root
     size: int
     partition_values: dict[str, str | None]
-    stats: str  # Delta statistics JSON: numRecords, minValues, maxValues, nullCount
+    stats: str  # Delta statistics JSON (numRecords, nullCount; minValues, maxValues optional)
 
 
 class Lake:

@@ -37,7 +37,7 @@ from rcmlake.synth.model import (
     snapshot,
 )
 
-__all__ = ["SynthResult", "SynthSpec", "synthesize"]
+__all__ = ["SynthResult", "SynthSpec", "has_layout_b", "synthesize"]
 
 MANIFEST = "synth_manifest.json"
 # Hospital B names its patient columns differently (SOURCES.md).
@@ -62,10 +62,16 @@ def claims_file_name(index: int, spec: SynthSpec, month: int) -> str:
     return f"hospital{index + 1}_claims_{d:%Y_%m}.csv"
 
 
+def has_layout_b(index: int) -> bool:
+    """Whether hospital ``index`` (0-based) names its patient columns as hospital B does:
+    every second one (SOURCES.md), here and in the demo config."""
+    return index % 2 == 1
+
+
 def _emr(tl: Any, spec: SynthSpec, plan: defects.DefectPlan, updates: int) -> dict[str, pa.Table]:
     as_of = spec.month_end(spec.months + updates)
     tables = defects.apply_emr(snapshot(tl, as_of), plan, updates, as_of)
-    if tl.index % 2 == 1:
+    if has_layout_b(tl.index):
         p = tables["patients"]
         tables["patients"] = p.rename_columns([LAYOUT_B.get(c, c) for c in p.column_names])
     return tables

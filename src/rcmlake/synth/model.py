@@ -293,8 +293,7 @@ def _dates(values: np.ndarray) -> pa.Array:
 
 def _ids_where(mask: np.ndarray, prefix: str, ids: np.ndarray) -> pa.Array:
     """Payer member ids where the payer has them, NULL elsewhere."""
-    values = pc.binary_join_element_wise(prefix, pa.array(ids).cast(pa.string()), "")
-    return pc.if_else(pa.array(mask), values, pa.scalar(None, pa.string()))
+    return pc.if_else(pa.array(mask), numbered(prefix, ids, 0), pa.scalar(None, pa.string()))
 
 
 def snapshot(tl: Timeline, as_of: date) -> dict[str, pa.Table]:

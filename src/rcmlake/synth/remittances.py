@@ -37,7 +37,7 @@ DENIAL_MIX = {
     "UnitedHealthcare": [("16", 0.35), ("197", 0.25), ("50", 0.20), ("18", 0.10), ("29", 0.10)],
 }
 FILING = {"Medicare": "MB", "Medicaid": "MC"}
-PLB_AMOUNT = Decimal("25.00")
+PLB_CENTS = 2_500  # a provider-level adjustment of 25.00
 
 
 def _cents(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -170,9 +170,8 @@ def _interchange(
     distinct, inverse = np.unique(c.payer.astype(str), return_inverse=True)
     payment = np.array([payers.index(p) for p in distinct.tolist()], np.int64)[inverse]
     totals = np.bincount(payment, weights=c.paid, minlength=len(payers)).astype(np.int64)
-    plb_cents = round(PLB_AMOUNT * 100)
     if plb:
-        totals[0] -= plb_cents
+        totals[0] -= PLB_CENTS
     n, k = len(c), len(payers)
     tables = {
         "payments": pa.table(
@@ -204,7 +203,7 @@ def _interchange(
     tables["claims"] = pa.table(
         {
             "row": pa.array(np.arange(n)),
-            "payment": pa.array(payment.astype(np.int64)),
+            "payment": pa.array(payment),
             "claim_id": claim_id,
             "claim_status": status,
             "charge_amount": _money(c.charge),
@@ -226,7 +225,7 @@ def _interchange(
         tables["adjustments"] = pa.table(
             {
                 "row": pa.array(np.arange(m)),
-                "payment": pa.array(payment.astype(np.int64)[claim_of]),
+                "payment": pa.array(payment[claim_of]),
                 "claim": pa.array(claim_of),
                 "service": pa.nulls(m, pa.int64()),
                 "group_code": pa.array(c.cas_group.ravel()[on], pa.string()),
@@ -243,7 +242,7 @@ def _interchange(
                 "fiscal_period_date": pa.array([dt.date(day.year, 12, 31)], pa.date32()),
                 "reason_code": ["WO"],
                 "reference_id": ["OVERPAY1"],
-                "amount": _money(np.array([plb_cents])),
+                "amount": _money(np.array([PLB_CENTS])),
             }
         )
     env = oxedi.Envelope(
@@ -331,8 +330,7 @@ def write_remittances(
 
 def _first_seen(values: np.ndarray) -> list[str]:
     """Distinct values in order of first appearance."""
-    _, first = np.unique(values.astype(str), return_index=True)
-    return [str(v) for v in values[np.sort(first)]]
+    return list(dict.fromkeys(values.tolist()))
 
 
 def _dollars(cents: int) -> str:
