@@ -270,6 +270,19 @@ def test_late_arriving_encounter_releases_its_transactions(workdir: Path, engine
     top = con.execute("SELECT max(ModifiedDate) FROM encounters").fetchone()[0]
     values = [top if c == "ModifiedDate" else v for c, v in zip(cols, row, strict=True)]
     con.execute(f"INSERT INTO encounters VALUES ({', '.join('?' * len(cols))})", values)
+    # and a new transaction in the same run: transactions is built with new rows, after its
+    # parents moved, so its older rows must still be re-checked (not only the new ones)
+    tx_cols = [r[1] for r in con.execute("PRAGMA table_info(transactions)")]
+    tx_top = con.execute("SELECT max(ModifiedDate) FROM transactions").fetchone()[0]
+    con.execute(
+        "INSERT INTO transactions SELECT "
+        + ", ".join(
+            "'TNEW000001'" if c == "TransactionID" else "?" if c == "ModifiedDate" else f'"{c}"'
+            for c in tx_cols
+        )
+        + " FROM transactions WHERE EncounterID <> ? LIMIT 1",
+        [tx_top, enc_id],
+    )
     con.commit()
     con.close()
     result = project.run()
@@ -279,7 +292,7 @@ def test_late_arriving_encounter_releases_its_transactions(workdir: Path, engine
     released = {k for k in tx_ids if k not in still}
     assert released and all("encounter_exists" not in f for f in still.values())
     tx_record = next(r for r in result.records if r.layer == "silver" and r.table == "transactions")
-    assert tx_record.rows_released == len(released)
+    assert tx_record.rows_read == 1 and tx_record.rows_released == len(released)
     assert {"released": len(released)}.items() <= next(
         row for row in result.summary() if row["table"] == "*.transactions"
     ).items()

@@ -276,13 +276,25 @@ def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str)
     )
 
 
-def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> int:
+def requalify(
+    s: EngineSession,
+    ctx: RunContext,
+    m: Model,
+    rec: LoadRecord,
+    before: dict[str, int] | None = None,
+) -> int:
     """Re-check rows already in silver whose verdict may have changed; returns rows released.
 
     A transaction quarantined because its encounter had not arrived passes once the
     encounter lands: rows quarantined by a rule that looks up another entity are re-checked
     every run. When the entity's rules changed (added, re-written, severity), every row is.
     Only the quality columns change, in one commit; the row keeps its content and history.
+
+    ``before``: the looked-up versions when this build started, which its new rows were
+    checked against. When the older rows had been re-checked against those same versions
+    (or there were none) and nothing but this build's own write moved since, every row's
+    verdict is current: the re-check would scan the table to find nothing (at 10M
+    transactions it was a third of the entity's build).
     """
     path = silver_path(m.name)
     current = ctx.lake.dataset(path)
@@ -298,6 +310,9 @@ def requalify(s: EngineSession, ctx: RunContext, m: Model, rec: LoadRecord) -> i
     # last re-check (a no-op run), there is nothing to re-check
     against = _looked_up_versions(ctx, m)
     if not changed and json.dumps(against, sort_keys=True) == _last_requalified(ctx, m):
+        return 0
+    if not changed and before is not None and _only_own_write_since(ctx, m, before, against):
+        _mark_requalified(ctx, m, json.dumps(against, sort_keys=True))
         return 0
     register_silver(s, ctx, references(ctx.config, m))
     s.read_lake("requalify_src", ctx.lake, path)
@@ -352,6 +367,22 @@ def _looked_up_versions(ctx: RunContext, m: Model) -> dict[str, int]:
     text = " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
     looked_up = [e.name for e in models("silver") if e.name == m.name or f"silver.{e.name}" in text]
     return {name: ctx.lake.content_version(silver_path(name)) for name in looked_up}
+
+
+def _only_own_write_since(
+    ctx: RunContext, m: Model, before: dict[str, int], now: dict[str, int]
+) -> bool:
+    """Whether only ``m``'s own write moved ``now`` away from ``before``, and ``m``'s older
+    rows were last re-checked against ``before`` (or ``m`` had no rows). Not when ``m``'s
+    rules look ``m`` itself up: its new rows were checked against its old self."""
+    if any(f"silver.{m.name}" in r.rule.predicate for r in effective_rules(ctx.config, m.name)):
+        return False
+    others = {k: v for k, v in now.items() if k != m.name}
+    if others != {k: v for k, v in before.items() if k != m.name}:
+        return False  # an entity it looks up changed while this build ran
+    return before.get(m.name, -1) == -1 or json.dumps(before, sort_keys=True) == (
+        _last_requalified(ctx, m)
+    )
 
 
 def _last_requalified(ctx: RunContext, m: Model) -> str | None:
@@ -425,6 +456,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     ctx.audit.recover(silver_path(m.name), layer="silver", datasource="*", table=m.name)
     try:
         with ctx.engine.session() as s:
+            before = _looked_up_versions(ctx, m)
             if m.history == "full":
                 rec.rows_written += _empty_emptied(ctx, m, rec)
             staged = stage(s, ctx, m, seen)
@@ -445,7 +477,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             now = datetime.now(UTC)
             writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
             rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
-            requalify(s, ctx, m, rec)
+            requalify(s, ctx, m, rec, before)
         faults.point("silver.after_commit")
         _mark_processed(ctx, m, staged, now)
         ctx.audit.record(rec.finish("success"))
