@@ -247,15 +247,23 @@ def window_repeats(
     )
 
 
-def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str) -> None:
-    """``source`` (with a boolean ``_conflict``) → ``out`` with ``dq_failures``, ``dq_warnings``
-    and ``is_quarantined``; each rule counts as an error or a warning by its severity for the
-    row's datasource."""
+def verdicts(ctx: RunContext, m: Model) -> str:
+    """Select-list tail: each rule's verdict as a boolean ``_v<i>`` (true: the rule failed).
+
+    Computed where the rows are first materialised (``modeled``, ``recheck``), so a rule that
+    looks up another entity is one join, paid once; ``evaluate`` only names the failures."""
     rs = effective_rules(ctx.config, m.name)
-    # each rule's verdict is computed once (a lookup rule is one join, not one per severity)
-    verdicts = "".join(
-        f", NOT coalesce(({r.rule.predicate}), true) AS _v{i}" for i, r in enumerate(rs)
-    )
+    return "".join(f", NOT coalesce(({r.rule.predicate}), true) AS _v{i}" for i, r in enumerate(rs))
+
+
+def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str) -> None:
+    """View ``out``: ``source`` (with ``verdicts`` and a boolean ``_conflict``) with
+    ``dq_failures``, ``dq_warnings`` and ``is_quarantined``; each rule counts as an error or
+    a warning by its severity for the row's datasource.
+
+    A view, not a table: naming the failures is cheap, while a second wide copy of every row
+    (next to ``modeled``) was a third of an entity's build at 10M rows, most of it spill."""
+    rs = effective_rules(ctx.config, m.name)
 
     def hits(severity: str) -> list[str]:
         return [
@@ -264,16 +272,15 @@ def evaluate(s: EngineSession, ctx: RunContext, m: Model, source: str, out: str)
         ]
 
     conflict = f"CASE WHEN _conflict THEN '{UNIQUE_KEY}' END"
-    s.materialize(
-        out,
-        f"""
-        SELECT {s.select_list(source, ("_conflict",))},
+    internal = ("_conflict", *(f"_v{i}" for i in range(len(rs))))
+    s.execute(f"""
+        CREATE OR REPLACE TEMP VIEW {out} AS
+        SELECT {s.select_list(source, internal)},
                _failures AS dq_failures,
                {ctx.engine.list_of_present(hits("warn"))} AS dq_warnings,
                array_length(_failures) > 0 AS is_quarantined
         FROM (SELECT *, {ctx.engine.list_of_present([*hits("error"), conflict])} AS _failures
-              FROM (SELECT *{verdicts} FROM {source}) AS v) AS f""",
-    )
+              FROM {source}) AS f""")
 
 
 def requalify(
@@ -325,7 +332,7 @@ def requalify(
         SELECT {kept},
                dq_failures AS _old_failures, dq_warnings AS _old_warnings,
                is_quarantined AS _was_quarantined,
-               list_contains(dq_failures, '{UNIQUE_KEY}') AS _conflict
+               list_contains(dq_failures, '{UNIQUE_KEY}') AS _conflict{verdicts(ctx, m)}
         FROM requalify_src WHERE {where}""",
     )
     evaluate(s, ctx, m, "recheck", "rechecked")
@@ -469,11 +476,11 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
             register_silver(s, ctx, references(ctx.config, m))
-            # computed once: typing, hashing and the model are most of silver's cost
-            s.materialize("modeled", m.sql)
+            # computed once: typing, hashing, the model and the rules' lookups are most of
+            # silver's cost; what is built from it (``checked``) are views
+            s.materialize("modeled", f"SELECT *{verdicts(ctx, m)} FROM (\n{m.sql}\n) AS model")
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
             check(s, ctx, m)
-            s.release("modeled")
             now = datetime.now(UTC)
             writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
             rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
@@ -683,7 +690,7 @@ def _write_scd2(
         ],
     )
     s.materialize("chain_rows", "SELECT * FROM chain")
-    s.release("checked")
+    s.release("modeled")  # what ``checked`` is a view of
     order = f"PARTITION BY {key} ORDER BY source_modified_at, _existing DESC, _row_hash"
     # a key alone in the chain (most: a new patient, or one version of a known one) is its
     # own version, starting at its source time with no successor; only repeated keys sort
