@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from rcmlake.layers.gold import gold_path
@@ -72,6 +73,16 @@ def months_written(project: Project, table: str) -> list[str] | None:
     return newest.get("months")
 
 
+def files_by_month(project: Project, fact: str) -> dict[date | None, set[str]]:
+    """The fact's data files per service-month partition, as its Delta log lists them."""
+    dt = project.lake.table(f"gold/{fact}")
+    assert dt is not None
+    files: dict[date | None, set[str]] = {}
+    for f in pa.table(dt.get_add_actions(flatten=False)).to_pylist():
+        files.setdefault(f["partition"]["service_month"], set()).add(f["path"])
+    return files
+
+
 def test_payments_posted_rebuild_only_what_reads_them(template: Path, tmp_path: Path) -> None:
     shutil.copytree(template, tmp_path / "work")
     work = tmp_path / "work"
@@ -81,10 +92,17 @@ def test_payments_posted_rebuild_only_what_reads_them(template: Path, tmp_path: 
 
     # 1% of transactions paid a cent more, all in the last month of services
     as_of = date.fromisoformat(synth_manifest(work)["as_of"])
+    files_before = files_by_month(project, "fact_transaction")
     assert sum(touch(work, 0.01, recent_months=1).values()) > 0
     result = project.run()
     assert result.exit_code == 0
     got = statuses(result)
+    # the month's files were swapped for new ones in the commit; every other month's kept
+    files_after = files_by_month(project, "fact_transaction")
+    month = as_of.replace(day=1)
+    assert files_after.keys() == files_before.keys()
+    assert not files_after[month] & files_before[month]
+    assert all(files_after[m] == files_before[m] for m in files_before if m != month)
     # fact_claim reads no column the edit changed (paid amounts are the transactions' own):
     # it, the remittance facts built on it, the dimensions and the A/R marts are kept
     kept = [n for n, (status, _) in got.items() if status == "no_change"]

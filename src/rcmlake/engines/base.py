@@ -133,8 +133,13 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         comments: dict[str, str] | None = None,
         schema_mode: str | None = None,
         predicate: str | None = None,
+        replace: list[dict[str, Any]] | None = None,
     ) -> int:
-        """Write ``query``'s result to Delta table ``path`` in one commit; returns its version."""
+        """Write ``query``'s result to Delta table ``path`` in one commit; returns its version.
+
+        ``replace``: ``predicate`` as the partitions it selects (values of ``partition_by``,
+        None for the NULL partition), when it selects whole partitions. An engine that writes
+        its own files replaces those partitions' files by them; others use ``predicate``."""
 
     @abstractmethod
     def merge(

@@ -246,8 +246,12 @@ class DuckDBSession(EngineSession):
         comments: dict[str, str] | None = None,
         schema_mode: str | None = None,
         predicate: str | None = None,
+        replace: list[dict[str, Any]] | None = None,
     ) -> int:
-        if predicate is None and not params and lake.is_local:
+        # a predicate that selects whole partitions is a swap of their files: the new files
+        # are written by DuckDB and committed with the removal of the old ones
+        whole = predicate is None or (replace is not None and mode == "overwrite")
+        if whole and not params and lake.is_local:
             types = self.columns(_sub(query))
             schema = self._lake_schema(query, comments)
             if _copyable(types) and _same_schema(lake.table(path), schema):
@@ -260,6 +264,7 @@ class DuckDBSession(EngineSession):
                     metadata=metadata,
                     partition_by=partition_by,
                     description=description,
+                    replace=None if predicate is None else replace,
                 )
         return lake.write(
             path,

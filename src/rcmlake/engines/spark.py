@@ -233,6 +233,7 @@ class SparkSessionOnConnect(EngineSession):
         comments: dict[str, str] | None = None,
         schema_mode: str | None = None,
         predicate: str | None = None,
+        replace: list[dict[str, Any]] | None = None,  # Delta's replaceWhere takes ``predicate``
     ) -> int:
         lake.fence()
         df = self._lake_typed(self._df(query, params))

@@ -416,6 +416,7 @@ def _write(
         mode="overwrite",
         schema_mode=None if where else "overwrite",
         predicate=where,
+        replace=None if months is None else [{"service_month": month} for month in months],
         partition_by=m.spec.get("partition_by"),
         description=m.spec.get("description"),
         metadata={

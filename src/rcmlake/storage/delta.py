@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -212,22 +212,31 @@ class Lake:
         metadata: dict[str, Any] | None = None,
         partition_by: list[str] | None = None,
         description: str | None = None,
+        replace: list[dict[str, Any]] | None = None,
     ) -> int:
         """Commit Parquet files an engine wrote into the table's folder as one commit (the
         table created with ``schema`` when there is none; ``mode`` append or overwrite, the
         table's schema unchanged); returns the new version. Files no commit names are not
-        part of the table; vacuum removes them."""
+        part of the table; vacuum removes them.
+
+        ``replace`` (with ``mode`` overwrite): only the files of these partitions (values of
+        ``partition_by``; None is the NULL partition) are removed, in the same commit."""
         self.fence()
         now = int(time.time() * 1000)
-        adds = [AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files]
+        adds: list[AddAction | RemoveAction] = [
+            AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files
+        ]
         current = self.table(path)
+        if current is not None and replace is not None and mode == "overwrite":
+            adds += _removals(current, replace, now)
+            mode = "append"  # delta-rs: explicit removals go with an append
         try:
             with self._lock(path):
                 if current is None:
                     create_table_with_add_actions(
                         self.uri(path),
                         Schema.from_arrow(schema),
-                        adds,
+                        [a for a in adds if isinstance(a, AddAction)],
                         mode="error",
                         partition_by=partition_by,
                         description=description,
@@ -237,7 +246,7 @@ class Lake:
                     )
                 else:
                     current.create_write_transaction(
-                        list[AddAction | RemoveAction](adds),
+                        adds,
                         mode,
                         schema,
                         partition_by=partition_by,
@@ -423,6 +432,27 @@ class Lake:
             }
             out.append({**info, "rcmlake": meta})
         return out
+
+
+def _removals(
+    table: DeltaTable, partitions: list[dict[str, Any]], now: int
+) -> list[AddAction | RemoveAction]:
+    """Remove actions for the files of ``table`` in ``partitions`` (partition values; None
+    is the NULL partition)."""
+
+    def text(value: Any) -> str | None:
+        return (
+            None if value is None else value.isoformat() if isinstance(value, date) else str(value)
+        )
+
+    wanted = {tuple(sorted((k, text(v)) for k, v in p.items())) for p in partitions}
+    files = pa.table(table.get_add_actions(flatten=False)).to_pylist()
+    removals: list[AddAction | RemoveAction] = []
+    for f in files:
+        values = {k: text(v) for k, v in (f.get("partition") or {}).items()}
+        if tuple(sorted(values.items())) in wanted:
+            removals.append(RemoveAction(f["path"], True, now, f["size_bytes"], values))
+    return removals
 
 
 def is_maintenance(commit: dict[str, Any]) -> bool:
