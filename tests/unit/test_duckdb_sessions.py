@@ -3,12 +3,16 @@ its own, closed with it; the analyst's lock-down takes a database of its own."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from rcmlake.engines.duckdb import DuckDBEngine
+from rcmlake.engines.duckdb import SPILL_PREFIX, DuckDBEngine, spill_folder
 from rcmlake.errors import EngineError
 from rcmlake.serve.access import lock_down
 
@@ -60,3 +64,29 @@ def test_lock_down_needs_a_private_session() -> None:
             private.sql("SELECT * FROM read_csv('/etc/passwd')")
     with engine.session() as after:  # the engine's own sessions still read files
         assert after.scalar("SELECT count(*) FROM glob('/etc/*')") > 0
+
+
+def test_a_killed_runs_spill_folder_is_removed_by_the_next_engine(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f"{SPILL_PREFIX}{gone.stdout.strip()}-abc"
+    (dead / "duckdb_temp_storage").mkdir(parents=True)
+    (dead / "duckdb_temp_storage" / "block").write_bytes(b"x" * 1024)
+    alive = tmp_path / f"{SPILL_PREFIX}{os.getpid()}-def"
+    alive.mkdir()
+    unnamed = tmp_path / f"{SPILL_PREFIX}old"  # no pid in its name: not ours to judge
+    unnamed.mkdir()
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+
+    made = Path(spill_folder(str(tmp_path)))
+
+    assert not dead.exists()
+    assert alive.exists() and unnamed.exists() and other.exists()
+    assert made.parent == tmp_path and made.name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
+    engine = DuckDBEngine("1GB")
+    assert Path(engine.spill_dir).name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")

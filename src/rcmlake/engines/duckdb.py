@@ -430,6 +430,34 @@ def _data_file(root: str, row: dict[str, Any], schema: pa.Schema, partitions: se
     return DataFile(relative, int(row["file_size_bytes"]), values, json.dumps(stats))
 
 
+SPILL_PREFIX = "rcmlake-duckdb-"
+
+
+def spill_folder(parent: str | None = None) -> str:
+    """A new spill folder named by this process's id, after removing those of processes
+    that are gone: a killed run (SIGKILL, OOM killer) cannot remove its own, and a
+    claims build at scale 30 spilled tens of GB."""
+    parent = parent or tempfile.gettempdir()
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            pid = entry.name[len(SPILL_PREFIX) :].split("-", 1)[0]
+            if entry.name.startswith(SPILL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # signal 0 is CTRL_C_EVENT there: never probe, keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class DuckDBEngine(Engine):
     """In-process DuckDB: one database for the engine's lifetime, with its memory limit,
     threads and spill directory, and each session a connection to it with an in-memory
@@ -446,7 +474,7 @@ class DuckDBEngine(Engine):
     def __init__(self, memory_limit: str | None = None, threads: int | None = None):
         self.memory_limit = memory_limit
         self.threads = threads
-        self.spill_dir = tempfile.mkdtemp(prefix="rcmlake-duckdb-")
+        self.spill_dir = spill_folder()
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._catalogs = itertools.count(1)
