@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from rcmlake import faults
 from rcmlake.config.models import ProjectConfig
-from rcmlake.engines.base import EngineSession, timestamp
+from rcmlake.engines.base import EngineSession, quote_literal, timestamp
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.bronze import CODESET_TABLES, feed_paths
 from rcmlake.layers.context import RunContext
@@ -111,7 +111,7 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
         if not batches:
             continue
         staged += [(ds, b) for b in batches]
-        parts.append(_typed_select(s, ctx, m, ds, rel, list(s.columns(rel))))
+        parts.append(_typed_select(s, ctx, m, ds, rel, list(s.columns(rel)), batches))
     if parts:
         s.union_all_by_name("stage0", parts)
         cdm = [c for c in s.columns("stage0") if c not in LINEAGE]
@@ -122,7 +122,13 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
 
 
 def _typed_select(
-    s: EngineSession, ctx: RunContext, m: Model, ds: str, rel: str, columns: list[str]
+    s: EngineSession,
+    ctx: RunContext,
+    m: Model,
+    ds: str,
+    rel: str,
+    columns: list[str],
+    batches: list[str],
 ) -> str:
     """The unprocessed rows of one datasource as CDM columns, each typed by a safe cast.
 
@@ -135,10 +141,14 @@ def _typed_select(
         f'{column_expr(v, columns, f"{ds}.{m.source}")} AS "{k}"' for k, v in mapped.items()
     )
     view = f"raw_{ds}_{m.name}"
+    # the unprocessed batches by name: a list of constants reaches the Parquet scan, which
+    # skips the row groups of processed batches (a join with ``seen`` read every column of
+    # every row of the table first)
+    fresh = ", ".join(quote_literal(b) for b in batches)
     try:
         s.execute(
-            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select}, _batch_id, _ingested_at FROM {rel} "
-            f"WHERE _batch_id NOT IN (SELECT batch_id FROM seen WHERE entity = '{m.name}' AND datasource = '{ds}')"
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select}, _batch_id, _ingested_at "
+            f"FROM {rel} WHERE _batch_id IN ({fresh})"
         )
     except EngineError:
         _name_the_mapping(s, mapped, columns, rel, f"{ds}.{m.source}")
