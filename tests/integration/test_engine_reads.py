@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from rcmlake.engines.duckdb import DuckDBEngine
+from rcmlake.errors import StorageError
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
 
@@ -188,3 +190,51 @@ def test_duckdb_writes_its_own_parquet_and_commits_it_with_true_statistics(
         assert s.write(lake, "gold/fact", wider, mode="append", schema_mode="merge") == 2
         final = lake.read("gold/fact")
         assert final.num_rows == 15 and final.column("extra").null_count == 10
+
+
+def test_duckdb_replaces_whole_partitions_with_its_own_files_null_month_included(
+    tmp_path: Path,
+) -> None:
+    """A write with ``replace`` swaps the files of those partitions (the NULL one too) for the
+    new ones in one commit; every other partition keeps its files and rows."""
+    lake = Lake(str(tmp_path / "lake"))
+    months = "service_month IS NULL OR service_month = DATE '2025-02-01'"
+    with DuckDBEngine().session() as s:
+        s.write(lake, "gold/fact", SOURCE, mode="overwrite", partition_by=["service_month"])
+        before = pa.table(lake.table("gold/fact").get_add_actions(flatten=True)).to_pylist()  # type: ignore[union-attr]
+        kept = {a["path"] for a in before if a["partition.service_month"] == date(2025, 1, 1)}
+        new = f"SELECT * REPLACE (n + 10000 AS n) FROM ({SOURCE}) WHERE {months}"
+        s.write(
+            lake,
+            "gold/fact",
+            new,
+            mode="overwrite",
+            partition_by=["service_month"],
+            predicate=months,
+            replace=[{"service_month": None}, {"service_month": date(2025, 2, 1)}],
+        )
+        got = s.sql(f"SELECT n, service_month FROM ({SOURCE})").to_pylist()
+        want = sorted(
+            r["n"] + 10000 if r["service_month"] in (None, date(2025, 2, 1)) else r["n"]
+            for r in got
+        )
+        assert sorted(lake.read("gold/fact").column("n").to_pylist()) == want
+        after = pa.table(lake.table("gold/fact").get_add_actions(flatten=True)).to_pylist()  # type: ignore[union-attr]
+        assert {
+            a["path"] for a in after if a["partition.service_month"] == date(2025, 1, 1)
+        } == kept
+        assert not {a["path"] for a in after} & {
+            a["path"] for a in before if a["partition.service_month"] in (None, date(2025, 2, 1))
+        }
+        # a table not partitioned by the replaced column: replacing would keep rows twice
+        s.write(lake, "silver/flat", SOURCE, mode="overwrite")
+        with pytest.raises(StorageError, match="partitioned by"):
+            s.write(
+                lake,
+                "silver/flat",
+                new,
+                mode="overwrite",
+                predicate=months,
+                replace=[{"service_month": None}],
+            )
+        assert lake.read("silver/flat").num_rows == 1000

@@ -228,6 +228,12 @@ class Lake:
         ]
         current = self.table(path)
         if current is not None and replace is not None and mode == "overwrite":
+            columns = sorted(current.metadata().partition_columns)
+            if any(sorted(p) != columns for p in replace):
+                # files of other partitions would stay beside the new ones: rows twice
+                raise StorageError(
+                    f"cannot replace partitions of {path}: it is partitioned by {columns}"
+                )
             adds += _removals(current, replace, now)
             mode = "append"  # delta-rs: explicit removals go with an append
         try:
