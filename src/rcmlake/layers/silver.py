@@ -325,9 +325,10 @@ def requalify(
     # a verdict moves only when the entities the rules look up moved: unchanged since the
     # last re-check (a no-op run), there is nothing to re-check
     against = _looked_up_versions(ctx, m)
-    if not changed and json.dumps(against, sort_keys=True) == _last_requalified(ctx, m):
+    last = _last_requalified(ctx, m)
+    if not changed and json.dumps(against, sort_keys=True) == last:
         return 0
-    if not changed and before is not None and _only_own_write_since(ctx, m, before, against):
+    if not changed and before is not None and _only_own_write_since(ctx, m, before, against, last):
         _mark_requalified(ctx, m, json.dumps(against, sort_keys=True))
         return 0
     register_silver(s, ctx, references(ctx.config, m))
@@ -386,19 +387,17 @@ def _looked_up_versions(ctx: RunContext, m: Model) -> dict[str, int]:
 
 
 def _only_own_write_since(
-    ctx: RunContext, m: Model, before: dict[str, int], now: dict[str, int]
+    ctx: RunContext, m: Model, before: dict[str, int], now: dict[str, int], last: str | None
 ) -> bool:
     """Whether only ``m``'s own write moved ``now`` away from ``before``, and ``m``'s older
-    rows were last re-checked against ``before`` (or ``m`` had no rows). Not when ``m``'s
-    rules look ``m`` itself up: its new rows were checked against its old self."""
+    rows were last re-checked (``last``) against ``before`` (or ``m`` had no rows). Not when
+    ``m``'s rules look ``m`` itself up: its new rows were checked against its old self."""
     if any(f"silver.{m.name}" in r.rule.predicate for r in effective_rules(ctx.config, m.name)):
         return False
     others = {k: v for k, v in now.items() if k != m.name}
     if others != {k: v for k, v in before.items() if k != m.name}:
         return False  # an entity it looks up changed while this build ran
-    return before.get(m.name, -1) == -1 or json.dumps(before, sort_keys=True) == (
-        _last_requalified(ctx, m)
-    )
+    return before.get(m.name, -1) == -1 or json.dumps(before, sort_keys=True) == last
 
 
 def _last_requalified(ctx: RunContext, m: Model) -> str | None:
@@ -472,7 +471,6 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     ctx.audit.recover(silver_path(m.name), layer="silver", datasource="*", table=m.name)
     try:
         with ctx.engine.session() as s:
-            before = _looked_up_versions(ctx, m)
             if m.history == "full":
                 rec.rows_written += _empty_emptied(ctx, m, rec)
             staged = stage(s, ctx, m, seen)
@@ -484,6 +482,9 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 requalify(s, ctx, m, rec)
                 ctx.audit.record(rec.finish("success" if rec.rows_released else "no_change"))
                 return rec
+            # the versions the new rows are checked against (read here, not for every entity
+            # of a run with nothing new; a datasource emptied above counts as a change)
+            before = _looked_up_versions(ctx, m)
             register_silver(s, ctx, references(ctx.config, m))
             # computed once: typing, hashing, the model and the rules' lookups are most of
             # silver's cost; what is built from it (``checked``) are views

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -444,12 +444,10 @@ def _removals(
     table: DeltaTable, partitions: list[dict[str, Any]], now: int
 ) -> list[AddAction | RemoveAction]:
     """Remove actions for the files of ``table`` in ``partitions`` (partition values; None
-    is the NULL partition)."""
+    is the NULL partition), values spelled as the engines' writers record them (``str``)."""
 
     def text(value: Any) -> str | None:
-        return (
-            None if value is None else value.isoformat() if isinstance(value, date) else str(value)
-        )
+        return None if value is None else str(value)
 
     wanted = {tuple(sorted((k, text(v)) for k, v in p.items())) for p in partitions}
     files = pa.table(table.get_add_actions(flatten=False)).to_pylist()
