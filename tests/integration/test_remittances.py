@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rcmlake.engines.duckdb import size_bytes
 from rcmlake.layers.silver import silver_path
 from rcmlake.project import Project
 from tests.conftest import make_project
@@ -547,3 +548,36 @@ def test_segments_cut_from_the_bytes_equal_oxedis_own(tmp_path: Path) -> None:
     assert _cut(doc.write(), len(doc), doc.delimiters.segment, doc.delimiters.element) is not None
     doc = oxedi.parse_file(tmp_path / "newlines.edi").document
     assert _cut(doc.write(), len(doc), b"~", b"*") is None
+
+
+def test_an_835_parse_makes_room_in_the_engines_memory_limit(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an 835 is parsed and its parts written, the engine bronze shares the process
+    with gives up the parse's estimated memory (40 bytes per byte of file) and gets it back
+    afterwards, so the EMR loads beside it spill instead of adding to it."""
+    import rcmlake.layers.bronze as bronze
+
+    sample = corpus() / "835" / "X221-multiple-claims-single-check.edi"
+    land(workdir, "hospital1_big.835", sample.read_bytes() * 2000)  # about 7 MB
+    size = (workdir / "landing" / "remittances" / "hospital1_big.835").stat().st_size
+    project = make_project(workdir, run={"memory_limit": "2GB"})
+    during: list[int] = []
+    parse = bronze.read_835
+
+    def watched(path: Path) -> object:
+        with project.local.session() as s:
+            during.append(size_bytes(s.scalar("SELECT current_setting('memory_limit')")))
+        return parse(path)
+
+    monkeypatch.setattr(bronze, "read_835", watched)
+    result = project.run(["bronze"])
+    assert result.exit_code == 0, [(r.table, r.error) for r in result.failed]
+    # 2 GB less 40 bytes per byte of the file (current_setting shows 0.1 GiB, truncated)
+    [limit] = during
+    assert abs(limit - (2 * 10**9 - bronze.X835_BYTES_PER_BYTE * size)) < 0.1 * 2**30
+    assert size > 5_000_000 and limit < 1.8 * 10**9
+    with project.local.session() as s:
+        assert s.scalar("SELECT current_setting('memory_limit')") == "1.8 GiB"
+    claims = project.lake.read("bronze/hospital_a/remittances_claims")
+    assert claims.num_rows == 9 * 2000

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rcmlake.engines.duckdb import SPILL_PREFIX, DuckDBEngine, spill_folder
+from rcmlake.engines.duckdb import SPILL_PREFIX, DuckDBEngine, size_bytes, spill_folder
 from rcmlake.errors import EngineError
 from rcmlake.serve.access import lock_down
 
@@ -90,3 +90,41 @@ def test_a_killed_runs_spill_folder_is_removed_by_the_next_engine(tmp_path: Path
     assert made.parent == tmp_path and made.name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
     engine = DuckDBEngine("1GB")
     assert Path(engine.spill_dir).name.startswith(f"{SPILL_PREFIX}{os.getpid()}-")
+
+
+def test_memory_held_outside_the_engine_lowers_its_limit_and_evicts_what_is_over() -> None:
+    """An 835 parse holds gigabytes in Python beside bronze's EMR loads: while it does, the
+    engine's limit drops by that much (nested holds add up, never under a quarter of the
+    limit), DuckDB spills what is over it at once, and the limit is back afterwards."""
+    engine = DuckDBEngine("2GB", 2)
+    assert size_bytes("2GB") == 2 * 10**9 and size_bytes("1.5 GiB") == 3 * 2**29
+    with pytest.raises(ValueError, match="not a size"):
+        size_bytes("lots")
+
+    with engine.session() as s:
+        s.materialize(
+            "held", "SELECT range AS i, repeat('x', 40) || range AS t FROM range(12000000)"
+        )
+        usage = "SELECT sum(memory_usage_bytes), sum(temporary_storage_bytes) FROM duckdb_memory()"
+        assert s.scalar("SELECT current_setting('memory_limit')") == "1.8 GiB"
+        in_memory, spilled = s.sql(usage).to_pylist()[0].values()
+        assert in_memory > 600_000_000 and spilled == 0
+        with engine.outside(1_500_000_000):
+            assert s.scalar("SELECT current_setting('memory_limit')") == "476.8 MiB"
+            # at once, not at the next allocation: the table went to the spill folder
+            in_memory, spilled = s.sql(usage).to_pylist()[0].values()
+            assert in_memory <= 500_000_000 and spilled > 0
+            with engine.outside(1_000_000_000):  # 2.5 GB held: a quarter of 2 GB is the floor
+                assert s.scalar("SELECT current_setting('memory_limit')") == "476.8 MiB"
+            assert s.scalar("SELECT count(*), count(DISTINCT t) FROM held") == 12_000_000
+        assert s.scalar("SELECT current_setting('memory_limit')") == "1.8 GiB"
+    # an engine whose database opens during a hold opens with the lowered limit
+    later = DuckDBEngine("2GB", 2)
+    with later.outside(1_000_000_000), later.session() as s:
+        assert s.scalar("SELECT current_setting('memory_limit')") == "953.6 MiB"
+    # without a configured limit there is nothing to lower (DuckDB's default stays)
+    unbounded = DuckDBEngine(None, 2)
+    with unbounded.session() as s:
+        default = s.scalar("SELECT current_setting('memory_limit')")
+        with unbounded.outside(10**9):
+            assert s.scalar("SELECT current_setting('memory_limit')") == default

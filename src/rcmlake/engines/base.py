@@ -20,7 +20,8 @@ rebuilt, and two engines give the same keys for the same data.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -227,6 +228,14 @@ class Engine(ABC):
 
     name: str = "engine"
     capabilities = Capabilities()
+
+    @contextmanager
+    def outside(self, nbytes: int) -> Iterator[None]:
+        """The process is about to hold ``nbytes`` outside the engine (an 835 parsed in
+        Python). An in-process engine lowers its memory limit by them meanwhile, so that
+        the two together stay within ``run.memory_limit``; a remote engine's memory is not
+        this process's, so by default there is nothing to give back."""
+        yield
 
     def list_of_present(self, items: list[str]) -> str:
         """SQL for the list of the non-NULL values of ``items`` (rule names that failed)."""

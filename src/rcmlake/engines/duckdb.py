@@ -13,6 +13,8 @@ import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -389,6 +391,19 @@ _COPYABLE = re.compile(
 )
 
 
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "B": 1}
+
+
+def size_bytes(text: str) -> int:
+    """``4GB`` (``run.memory_limit``'s spelling, with DuckDB's units: GB = 10^9 bytes, GiB =
+    2^30) as bytes."""
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)\s*", text)
+    if found is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(float(found[1]) * _UNITS[found[2]])
+
+
 def _sub(query: str) -> str:
     """``query`` as a subquery (on lines of its own: it may end in a ``--`` comment)."""
     return f"(\n{query}\n)"
@@ -474,6 +489,7 @@ class DuckDBEngine(Engine):
     def __init__(self, memory_limit: str | None = None, threads: int | None = None):
         self.memory_limit = memory_limit
         self.threads = threads
+        self._outside = 0  # bytes held outside the engine now (``outside``)
         self.spill_dir = spill_folder()
         self._db: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -493,10 +509,45 @@ class DuckDBEngine(Engine):
         }
         if self.memory_limit:
             # past the limit, temp tables spill instead of failing; insertion order is not needed
-            config |= {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
+            config |= {"memory_limit": self._limit(), "preserve_insertion_order": False}
         if self.threads:
             config["threads"] = int(self.threads)
         return config
+
+    def _limit(self) -> str:
+        """The engine's limit now: ``memory_limit`` less what is held ``outside``, but never
+        under a quarter of it (a query needs room to run; past the limit it spills)."""
+        whole = size_bytes(self.memory_limit or "0B")
+        return f"{max(whole - self._outside, whole // 4)}B"
+
+    @contextmanager
+    def outside(self, nbytes: int) -> Iterator[None]:
+        """Lower the database's limit by ``nbytes`` while they are held outside it: DuckDB
+        evicts (spills) what is over the new limit at once, so the EMR loads running beside
+        an 835 parse make room for it instead of adding to it (bronze peaked at 6.2-6.9 GB
+        with a 4 GB limit and a 2.8 GB parse). Best effort: memory a running query holds
+        pinned cannot be evicted, and then the limit stays as it was."""
+        if not self.memory_limit or nbytes <= 0:
+            yield
+            return
+        self._shift(nbytes)
+        try:
+            yield
+        finally:
+            self._shift(-nbytes)
+
+    def _shift(self, nbytes: int) -> None:
+        with self._lock:
+            self._outside += nbytes
+            if self._db is None:  # opened later, with the limit of that moment
+                return
+            con = self._db.cursor()
+        try:
+            con.execute(f"SET memory_limit = '{self._limit()}'")
+        except duckdb.Error:  # pinned memory over the new limit: keep the old one
+            pass
+        finally:
+            con.close()
 
     def _database(self) -> duckdb.DuckDBPyConnection:
         with self._lock:

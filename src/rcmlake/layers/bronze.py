@@ -11,9 +11,11 @@ the append. Full tables are replaced only when their content changed.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -368,31 +370,34 @@ def _load_file(
         landing.move(key, archived)
         ctx.audit.record(rec.finish("skipped", "already loaded (same checksum); archived"))
         return rec
-    try:
-        with landing.local(key) as file:
-            if feed.layout == "x835":
-                with _ONE_835:
-                    parts = read_835(file)
-                tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
-            else:
-                tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
-    except FileRejected as exc:
-        target = _unique(landing, f"rejected/{key}", digest)
-        landing.move(key, target)
-        landing.write_text(target + ".reason.txt", f"{exc}\n")
-        ctx.audit.record(rec.finish("rejected", str(exc)))
-        return rec
-    first = next(iter(tables.values()))
-    rec.rows_read = rec.rows_written = first.num_rows
-    meta = _commit_meta(rec, archived_as=archived)
-    for path, table in tables.items():
-        if digest in loaded[path] or (table.num_rows == 0 and path != list(tables)[-1]):
-            continue  # written before a crash, or nothing to write
-        data = with_lineage(table, rec, key, _file_sha256=digest)
-        version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=meta)
-        rec.delta_version = version if table is first else rec.delta_version
-        loaded[path].add(digest)
-        faults.point("bronze.after_commit")
+    with ExitStack() as held:  # what the file's parse holds outside the engine, until written
+        try:
+            with landing.local(key) as file:
+                if feed.layout == "x835":
+                    size = os.path.getsize(file)
+                    held.enter_context(ctx.extractor.outside(X835_BYTES_PER_BYTE * size))
+                    with _ONE_835:
+                        parts = read_835(file)
+                    tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
+                else:
+                    tables = {next(iter(loaded)): read_file(file, feed.layout, feed.max_line_bytes)}
+        except FileRejected as exc:
+            target = _unique(landing, f"rejected/{key}", digest)
+            landing.move(key, target)
+            landing.write_text(target + ".reason.txt", f"{exc}\n")
+            ctx.audit.record(rec.finish("rejected", str(exc)))
+            return rec
+        first = next(iter(tables.values()))
+        rec.rows_read = rec.rows_written = first.num_rows
+        meta = _commit_meta(rec, archived_as=archived)
+        for path, table in tables.items():
+            if digest in loaded[path] or (table.num_rows == 0 and path != list(tables)[-1]):
+                continue  # written before a crash, or nothing to write
+            data = with_lineage(table, rec, key, _file_sha256=digest)
+            version = ctx.lake.write(path, data, mode="append", schema_mode="merge", metadata=meta)
+            rec.delta_version = version if table is first else rec.delta_version
+            loaded[path].add(digest)
+            faults.point("bronze.after_commit")
     ctx.audit.record(rec.finish("success"))
     landing.move(key, archived)
     return rec
@@ -402,6 +407,9 @@ def _load_file(
 # claims) peaks at 2.8 GB outside the engine's memory limit, and two at once with the EMR
 # loads took bronze to 6.9 GB at scale 10
 _ONE_835 = threading.Lock()
+# what a parse and its parts hold, per byte of the file (measured: see X835_BYTES_PER_BYTE's
+# use); the engine's limit is lowered by it while they are held (``Engine.outside``)
+X835_BYTES_PER_BYTE = 40
 
 
 def _unique(landing: objects.Folder, target: str, digest: str) -> str:
