@@ -238,3 +238,82 @@ def test_duckdb_replaces_whole_partitions_with_its_own_files_null_month_included
                 replace=[{"service_month": None}],
             )
         assert lake.read("silver/flat").num_rows == 1000
+
+
+def test_duckdb_merge_rewrites_only_touched_files_and_equals_delta_rs_merge(
+    tmp_path: Path,
+) -> None:
+    """DuckDB's MERGE (a rewrite of the files holding a replaced row, committed with their
+    removal) gives the table delta-rs' MERGE gives from the same rows: updates that pass
+    ``update_when``, matches that do not (kept as they are), new keys and a NULL key
+    (inserted); files with no replaced row keep their paths. A commit on a version that is
+    no longer the newest is a conflict, not a second copy of the rewritten rows."""
+    from rcmlake.errors import CommitConflict
+
+    lake = Lake(str(tmp_path / "lake"))
+    table = (
+        "SELECT 'k' || lpad(CAST(i AS VARCHAR), 5, '0') AS k, CAST(i % 7 AS BIGINT) AS v, "
+        "CAST(TIMESTAMP '2025-01-01' + INTERVAL (i) MINUTE AS TIMESTAMP) AS ts "
+        "FROM range(3000) AS r(i)"
+    )
+    # a newer edit of k00010 and k02990, an older one of k00020 (not applied), a new key, a
+    # NULL key, and k01500 unchanged in content (not applied either)
+    source = (
+        "SELECT * FROM (VALUES ('k00010', 100, TIMESTAMP '2026-01-01'), "
+        "('k02990', 200, TIMESTAMP '2026-01-01'), ('k00020', 300, TIMESTAMP '2020-01-01'), "
+        "('k01500', 1500 % 7, TIMESTAMP '2026-01-01'), ('new01', 400, TIMESTAMP '2026-01-01'), "
+        "(NULL, 500, TIMESTAMP '2026-01-01')) AS s(k, v, ts)"
+    )
+    typed = f"SELECT CAST(k AS VARCHAR) AS k, CAST(v AS BIGINT) AS v, CAST(ts AS TIMESTAMP) AS ts FROM ({source})"
+    when = "s.v <> t.v AND s.ts >= t.ts"
+    with DuckDBEngine().session() as s:
+        for path in ("silver/by_duckdb", "silver/by_delta_rs"):
+            # three files: ordered, so each holds a third of the keys
+            for part in range(3):
+                s.write(
+                    lake,
+                    path,
+                    f"SELECT * FROM ({table}) WHERE CAST(substr(k, 2) AS INT) // 1000 = {part}",
+                )
+        before = {f.path for f in lake.logged_files(lake.table("silver/by_duckdb"))}  # type: ignore[arg-type]
+        stale = lake.table("silver/by_duckdb", version=2)
+        s.merge(
+            lake, "silver/by_duckdb", typed, on=["k"], update_when=when, metadata={"run_id": "r1"}
+        )
+        lake.merge("silver/by_delta_rs", s.sql(typed), on=["k"], update_when=when)
+        ours = sorted(
+            lake.read("silver/by_duckdb").to_pylist(), key=lambda r: (r["k"] or "", r["v"])
+        )
+        theirs = sorted(
+            lake.read("silver/by_delta_rs").to_pylist(), key=lambda r: (r["k"] or "", r["v"])
+        )
+        assert ours == theirs and len(ours) == 3002
+        got = {r["k"]: r["v"] for r in ours}
+        assert (got["k00010"], got["k02990"], got["new01"]) == (100, 200, 400)
+        assert (got["k00020"], got["k01500"], got[None]) == (20 % 7, 1500 % 7, 500)
+        after = {f.path for f in lake.logged_files(lake.table("silver/by_duckdb"))}  # type: ignore[arg-type]
+        # the middle file (k01000-k01999) had a match but no replaced row: not rewritten
+        assert len(before - after) == 2 and len(before & after) == 1
+        assert lake.commits("silver/by_duckdb", limit=1)[0]["rcmlake"]["run_id"] == "r1"
+        # DuckDB wrote the files (an append with removals), not delta-rs' MERGE
+        operations = [
+            lake.table(p).history(1)[0]["operation"]
+            for p in ("silver/by_duckdb", "silver/by_delta_rs")
+        ]  # type: ignore[union-attr]
+        assert operations == ["WRITE", "MERGE"]
+        # nothing to replace or insert (an older edit, an unchanged row): no commit, no file
+        version = lake.table("silver/by_duckdb").version()  # type: ignore[union-attr]
+        unchanged = f"SELECT * FROM ({typed}) WHERE k IN ('k00020', 'k01500')"
+        s.merge(lake, "silver/by_duckdb", unchanged, on=["k"], update_when=when)
+        assert lake.table("silver/by_duckdb").version() == version  # type: ignore[union-attr]
+        # a merge computed on an older version: its removals are already gone
+        assert stale is not None
+        with pytest.raises(CommitConflict):
+            lake.commit_files(
+                "silver/by_duckdb",
+                [],
+                schema=lake.read("silver/by_duckdb").schema,
+                remove=lake.logged_files(stale),
+                base=stale,
+            )
+        assert lake.read("silver/by_duckdb").num_rows == 3002

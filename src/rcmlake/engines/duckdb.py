@@ -161,6 +161,7 @@ class DuckDBSession(EngineSession):
         files: list[str],
         schema: pa.Schema,
         partitions: list[dict[str, Any]] | None = None,
+        file_column: str | None = None,
     ) -> None:
         """``name`` as DuckDB's own Parquet scan of ``files``, typed as the table's schema.
 
@@ -175,7 +176,7 @@ class DuckDBSession(EngineSession):
         types = self.columns(typed)
         self.con.unregister(typed)
         listed = ", ".join(quote_literal(str(f)) for f in files)
-        options = "union_by_name = true"
+        options = "union_by_name = true" + (", filename = true" if file_column else "")
         if partitions:
             # a file holds no partition column: DuckDB reads it from the hive-style folder
             # (and prunes files by it), once the log's values are seen to match the folders
@@ -187,7 +188,7 @@ class DuckDBSession(EngineSession):
         select = ", ".join(
             f"CAST({quote_ident(c) if c in present else 'NULL'} AS {t}) AS {quote_ident(c)}"
             for c, t in types.items()
-        )
+        ) + (f", filename AS {quote_ident(file_column)}" if file_column else "")
         schema_name, _, _ = name.rpartition(".")
         if schema_name:
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
@@ -340,9 +341,84 @@ class DuckDBSession(EngineSession):
         if not lake.exists(path):  # the first merge creates the table: a plain write
             self.write(lake, path, query, params, mode="append", metadata=metadata)
             return
+        base = lake.table(path)
+        if (
+            not params
+            and lake.is_local
+            and base is not None
+            and not base.metadata().partition_columns
+        ):
+            types = self.columns(_sub(query))
+            schema = self._lake_schema(query, None)
+            if _copyable(types) and _same_schema(base, schema):
+                self._merge_files(lake, path, base, query, schema, on, update_when, metadata)
+                return
         lake.merge(
             path, self._rows(query, params), on=on, update_when=update_when, metadata=metadata
         )
+
+    def _merge_files(
+        self,
+        lake: Lake,
+        path: str,
+        base: DeltaTable,
+        query: str,
+        schema: pa.Schema,
+        on: list[str],
+        update_when: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        """MERGE as a rewrite of the files it touches, by DuckDB, committed with their removal.
+
+        Matched target rows satisfying ``update_when`` are replaced by their source row, source
+        rows matching no target row are inserted, everything else stays where it is: the
+        files holding a replaced row are rewritten (copy-on-write, as delta-rs does), the
+        others are not read beyond the key and ``update_when``'s columns. Why: delta-rs'
+        MERGE rewrote 8.5M of silver transactions' 10M rows for a 1% edit in 12.6 s; DuckDB
+        finds the files in a key-column scan and writes them in about half that, within its
+        memory limit. Keys are unique per table (an upsert keeps one row per key), as the
+        MERGE's own semantics require of a source."""
+        files = lake.logged_files(base)
+        by_local = {f.local: f for f in files}
+        self._read_parquet("merge_target", list(by_local), schema, file_column="_merge_file")
+        self.materialize("merge_source", query)
+        keys = ", ".join(f"t.{quote_ident(k)}" for k in on)
+        match = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in on)
+        # every target row a source row matches, and whether it is replaced
+        self.materialize(
+            "merge_matched",
+            f"SELECT t._merge_file, {keys}, coalesce({update_when or 'true'}, false) AS _replace "
+            f"FROM merge_target t JOIN merge_source s ON {match}",
+        )
+        touched = [
+            by_local[f]
+            for f in self.sql("SELECT DISTINCT _merge_file FROM merge_matched WHERE _replace")
+            .column(0)
+            .to_pylist()
+        ]
+        cols = ", ".join(quote_ident(c) for c in schema.names)
+        same = " AND ".join(f"m.{quote_ident(k)} = {{side}}.{quote_ident(k)}" for k in on)
+        kept = (
+            f"SELECT {cols} FROM merge_target t WHERE t._merge_file IN "
+            f"({', '.join(quote_literal(f.local) for f in touched)}) AND NOT EXISTS "
+            f"(SELECT 1 FROM merge_matched m WHERE m._replace AND {same.format(side='t')})"
+            if touched
+            else f"SELECT {cols} FROM merge_target t WHERE false"
+        )
+        new_rows = (
+            f"SELECT {cols} FROM merge_source s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM merge_matched m WHERE NOT m._replace AND {same.format(side='s')})"
+        )
+        rows = f"{kept} UNION ALL {new_rows}"
+        # nothing replaced and nothing new: no commit, as delta-rs' MERGE makes none
+        if touched or self.scalar(f"SELECT count(*) FROM ({new_rows})"):
+            written = self._copy(rows, lake.uri(path), self.columns(_sub(rows)), schema, [])
+            lake.commit_files(
+                path, written, schema=schema, metadata=metadata, remove=touched, base=base
+            )
+        for name in ("merge_matched", "merge_source"):
+            self.drop(name)
+        self.execute("DROP VIEW IF EXISTS merge_target")
 
     def merge_scd2(
         self,

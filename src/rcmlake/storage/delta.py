@@ -55,6 +55,16 @@ class DataFile:
     stats: str  # Delta statistics JSON (numRecords, nullCount; minValues, maxValues optional)
 
 
+@dataclass(frozen=True)
+class LoggedFile:
+    """A data file of a table version: where it is (``local``) and how the log names it."""
+
+    local: str
+    path: str
+    size: int
+    partition_values: dict[str, str | None]
+
+
 class Lake:
     """Delta tables addressed by their path under the lake root, e.g. ``bronze/hospital_a/patients``.
 
@@ -213,6 +223,8 @@ class Lake:
         partition_by: list[str] | None = None,
         description: str | None = None,
         replace: list[dict[str, Any]] | None = None,
+        remove: list[LoggedFile] | None = None,
+        base: DeltaTable | None = None,
     ) -> int:
         """Commit Parquet files an engine wrote into the table's folder as one commit (the
         table created with ``schema`` when there is none; ``mode`` append or overwrite, the
@@ -220,13 +232,18 @@ class Lake:
         part of the table; vacuum removes them.
 
         ``replace`` (with ``mode`` overwrite): only the files of these partitions (values of
-        ``partition_by``; None is the NULL partition) are removed, in the same commit."""
+        ``partition_by``; None is the NULL partition) are removed, in the same commit.
+        ``remove`` (with ``mode`` append): these files of version ``base`` are removed in the
+        same commit (a rewrite of the files a MERGE touched); the commit is made on ``base``,
+        so a commit since that removed them too fails as a conflict instead of leaving their
+        rows twice."""
         self.fence()
         now = int(time.time() * 1000)
         adds: list[AddAction | RemoveAction] = [
             AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files
         ]
-        current = self.table(path)
+        adds += [RemoveAction(f.path, True, now, f.size, f.partition_values) for f in remove or []]
+        current = base or self.table(path)
         if current is not None and replace is not None and mode == "overwrite":
             columns = sorted(current.metadata().partition_columns)
             if any(sorted(p) != columns for p in replace):
@@ -267,6 +284,20 @@ class Lake:
         dt = self.table(path)
         assert dt is not None
         return dt.version()
+
+    def logged_files(self, dt: DeltaTable) -> list[LoggedFile]:
+        """The data files of version ``dt`` of a local table, as the log names them."""
+        adds = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
+        root = dt.table_uri.removeprefix("file://").rstrip("/")
+        return [
+            LoggedFile(
+                local=f"{root}/{unquote(a['path'])}",
+                path=a["path"],
+                size=a["size_bytes"],
+                partition_values={k: _text(v) for k, v in (a.get("partition") or {}).items()},
+            )
+            for a in adds
+        ]
 
     def merge(
         self,
@@ -440,20 +471,21 @@ class Lake:
         return out
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _removals(
     table: DeltaTable, partitions: list[dict[str, Any]], now: int
 ) -> list[AddAction | RemoveAction]:
     """Remove actions for the files of ``table`` in ``partitions`` (partition values; None
     is the NULL partition), values spelled as the engines' writers record them (``str``)."""
 
-    def text(value: Any) -> str | None:
-        return None if value is None else str(value)
-
-    wanted = {tuple(sorted((k, text(v)) for k, v in p.items())) for p in partitions}
+    wanted = {tuple(sorted((k, _text(v)) for k, v in p.items())) for p in partitions}
     files = pa.table(table.get_add_actions(flatten=False)).to_pylist()
     removals: list[AddAction | RemoveAction] = []
     for f in files:
-        values = {k: text(v) for k, v in (f.get("partition") or {}).items()}
+        values = {k: _text(v) for k, v in (f.get("partition") or {}).items()}
         if tuple(sorted(values.items())) in wanted:
             removals.append(RemoveAction(f["path"], True, now, f["size_bytes"], values))
     return removals
