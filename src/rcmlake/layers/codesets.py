@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from rcmlake.config.models import HttpCodesetConfig
+from rcmlake.engines.base import quote_ident
 from rcmlake.errors import RcmlakeError, SourceError, scrub
 from rcmlake.layers.bronze import _commit_meta, last_content_hash, retrying
 from rcmlake.layers.context import RunContext, with_lineage
@@ -28,23 +29,26 @@ from rcmlake.transforms import CODESETS, mapping
 
 ICD_PATH = f"bronze/{CODESETS}/icd_codes"
 NPI_PATH = f"bronze/{CODESETS}/npi_registry"
+WHITESPACE = "' \t\r\n'"  # what a code is trimmed of (as Python's strip would)
 
 
 def _used(ctx: RunContext, entity: str, cdm_column: str) -> set[str]:
     """Distinct values of a CDM column across every datasource's bronze table for ``entity``."""
     values: set[str] = set()
-    for ds, source in ctx.config.sources.items():
-        for t in source.tables:
-            if t.entity_name != entity:
-                continue
-            column = mapping(ctx.config, ds, entity).get(cdm_column)
-            data = ctx.lake.read(f"bronze/{ds}/{t.target_name}")
-            if data is not None and column in data.column_names:
-                values |= {
-                    str(v).strip().upper()
-                    for v in data[column].unique().to_pylist()
-                    if v is not None
-                }
+    with ctx.extractor.session() as s:  # one column's distinct values, not the table in Python
+        for ds, source in ctx.config.sources.items():
+            for t in source.tables:
+                if t.entity_name != entity:
+                    continue
+                column = mapping(ctx.config, ds, entity).get(cdm_column)
+                if not s.read_lake("used", ctx.lake, f"bronze/{ds}/{t.target_name}"):
+                    continue
+                if column in s.columns("used"):
+                    found = s.sql(
+                        f"SELECT DISTINCT upper(trim(CAST({quote_ident(column)} AS VARCHAR), {WHITESPACE})) "
+                        f"FROM used WHERE {quote_ident(column)} IS NOT NULL"
+                    )
+                    values |= set(found.column(0).to_pylist())
     return values
 
 
