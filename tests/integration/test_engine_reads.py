@@ -317,3 +317,8 @@ def test_duckdb_merge_rewrites_only_touched_files_and_equals_delta_rs_merge(
                 base=stale,
             )
         assert lake.read("silver/by_duckdb").num_rows == 3002
+        # a table emptied (no files left): the merge inserts everything
+        rows = s.sql(typed)
+        lake.write("silver/emptied", rows.slice(0, 0), mode="overwrite")
+        s.merge(lake, "silver/emptied", typed, on=["k"], update_when=when)
+        assert lake.read("silver/emptied").num_rows == rows.num_rows == 6

@@ -344,9 +344,10 @@ class DuckDBSession(EngineSession):
         base = lake.table(path)
         if (
             not params
-            and lake.is_local
             and base is not None
+            and lake.files_are_the_rows(base)
             and not base.metadata().partition_columns
+            and base.get_add_actions().num_rows  # no files: nothing for DuckDB to scan
         ):
             types = self.columns(_sub(query))
             schema = self._lake_schema(query, None)

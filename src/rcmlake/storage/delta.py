@@ -146,11 +146,8 @@ class Lake:
         dt = self.table(path, version)
         if dt is None:
             return None
-        protocol = dt.protocol()
         data = dt.to_pyarrow_dataset()
-        if not (
-            self.is_local and protocol.min_reader_version == 1 and not protocol.reader_features
-        ):
+        if not self.files_are_the_rows(dt):
             return data, None, None
         files = list(dt.file_uris())
         columns = dt.metadata().partition_columns
@@ -284,6 +281,12 @@ class Lake:
         dt = self.table(path)
         assert dt is not None
         return dt.version()
+
+    def files_are_the_rows(self, dt: DeltaTable) -> bool:
+        """Whether reading the data files of ``dt`` gives its rows: a local table whose
+        protocol has no reader features (deletion vectors, column mapping)."""
+        protocol = dt.protocol()
+        return self.is_local and protocol.min_reader_version == 1 and not protocol.reader_features
 
     def logged_files(self, dt: DeltaTable) -> list[LoggedFile]:
         """The data files of version ``dt`` of a local table, as the log names them."""
