@@ -381,8 +381,8 @@ def _load_file(
             with landing.local(key) as file:
                 if feed.layout == "x835":
                     size = os.path.getsize(file)
-                    held.enter_context(ctx.extractor.outside(X835_BYTES_PER_BYTE * size))
-                    with _ONE_835:
+                    with _ONE_835:  # held from the parse until the parts are written
+                        held.enter_context(ctx.extractor.outside(X835_BYTES_PER_BYTE * size))
                         parts = read_835(file)
                     tables = dict(zip(loaded, (parts[part] for part in X835_PARTS), strict=True))
                 else:
@@ -413,8 +413,9 @@ def _load_file(
 # claims) peaks at 2.8 GB outside the engine's memory limit, and two at once with the EMR
 # loads took bronze to 6.9 GB at scale 10
 _ONE_835 = threading.Lock()
-# what a parse and its parts hold, per byte of the file (measured: see X835_BYTES_PER_BYTE's
-# use); the engine's limit is lowered by it while they are held (``Engine.outside``)
+# what a parse and its parts hold per byte of the file, a little above what was measured
+# (a 76 MB month: 2.8 GB, 37 per byte; copies of a public example: 19-33); the engine's
+# limit is lowered by it while they are held (``Engine.outside``)
 X835_BYTES_PER_BYTE = 40
 
 
