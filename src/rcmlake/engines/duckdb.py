@@ -603,7 +603,7 @@ class DuckDBEngine(Engine):
         """Lower the database's limit by ``nbytes`` while they are held outside it: DuckDB
         evicts (spills) what is over the new limit at once, so the EMR loads running beside
         an 835 parse make room for it instead of adding to it (bronze peaked at 6.2-6.9 GB
-        with a 4 GB limit and a 2.8 GB parse). Best effort: memory a running query holds
+        with a 4 GB limit and a parse of up to 2.8 GB). Best effort: memory a running query holds
         pinned cannot be evicted, and then the limit stays as it was."""
         if not self.memory_limit or nbytes <= 0:
             yield

@@ -409,13 +409,14 @@ def _load_file(
     return rec
 
 
-# one 835 parsed at a time, whichever feed's: parsing a month's remittances (76 MB, 730k
+# one 835 parsed at a time, whichever feed's: parsing a month's remittances (112 MB, 749k
 # claims) peaks at 2.8 GB outside the engine's memory limit, and two at once with the EMR
 # loads took bronze to 6.9 GB at scale 10
 _ONE_835 = threading.Lock()
-# what a parse and its parts hold per byte of the file, a little above what was measured
-# (a 76 MB month: 2.8 GB, 37 per byte; copies of a public example: 19-33); the engine's
-# limit is lowered by it while they are held (``Engine.outside``)
+# what a parse and its parts hold per byte of the file, above what was measured (synthetic
+# months of 8, 76 and 112 MB: 35.7, 26.1 and 24.7 bytes per byte over the process before
+# it; copies of a public example: 19-33); the engine's limit is lowered by it while they
+# are held (``Engine.outside``)
 X835_BYTES_PER_BYTE = 40
 
 
