@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from rcmlake.config.models import HttpCodesetConfig
-from rcmlake.engines.base import quote_ident
 from rcmlake.errors import RcmlakeError, SourceError, scrub
 from rcmlake.layers.bronze import _commit_meta, last_content_hash, retrying
 from rcmlake.layers.context import RunContext, with_lineage
@@ -35,26 +34,15 @@ WHITESPACE = "' \t\r\n'"  # what a code is trimmed of (as Python's strip would)
 def _used(ctx: RunContext, entity: str, cdm_column: str) -> set[str]:
     """Distinct values of a CDM column across every datasource's bronze table for ``entity``."""
     values: set[str] = set()
-    with ctx.extractor.session() as s:  # one column's distinct values, not the table in Python
-        for ds, source in ctx.config.sources.items():
-            for t in source.tables:
-                if t.entity_name != entity:
-                    continue
-                column = mapping(ctx.config, ds, entity).get(cdm_column)
-                if not s.read_lake("used", ctx.lake, f"bronze/{ds}/{t.target_name}"):
-                    continue
-                if column in s.columns("used"):
-                    found = s.sql(
-                        f"SELECT DISTINCT upper(trim(CAST({quote_ident(column)} AS VARCHAR), {WHITESPACE})) "
-                        f"FROM used WHERE {quote_ident(column)} IS NOT NULL"
-                    )
-                    values |= set(found.column(0).to_pylist())
+    as_code = f"upper(trim(CAST({{}} AS VARCHAR), {WHITESPACE}))"
+    for ds, source in ctx.config.sources.items():
+        for t in source.tables:
+            if t.entity_name != entity:
+                continue
+            column = mapping(ctx.config, ds, entity).get(cdm_column)
+            if column:  # one column's distinct values, never the table in Python
+                values |= ctx.distinct(f"bronze/{ds}/{t.target_name}", column, as_code)
     return values
-
-
-def _held(ctx: RunContext, path: str, column: str) -> set[str]:
-    data = ctx.lake.read(path, columns=[column])
-    return set(data.column(0).to_pylist()) if data is not None else set()
 
 
 def _append(
@@ -83,7 +71,7 @@ def load_icd(ctx: RunContext) -> LoadRecord:
     rec = _start(ctx, "icd_codes", cfg.mode)
     if cfg.mode == "off":
         return rec.finish("skipped", "codesets.icd.mode is off")
-    held = _held(ctx, ICD_PATH, "code")
+    held = ctx.distinct(ICD_PATH, "code")
     if cfg.mode == "packaged":
         table = icd.packaged()
         new = pc.invert(pc.is_in(table["code"], pa.array(sorted(held), pa.string())))
@@ -98,7 +86,7 @@ def load_npi(ctx: RunContext) -> LoadRecord:
     rec = _start(ctx, "npi_registry", cfg.mode)
     if cfg.mode != "api":
         return rec.finish("skipped", f"codesets.npi.mode is {cfg.mode}")
-    wanted = {n.zfill(10) for n in _used(ctx, "providers", "npi")} - _held(ctx, NPI_PATH, "npi")
+    wanted = {n.zfill(10) for n in _used(ctx, "providers", "npi")} - ctx.distinct(NPI_PATH, "npi")
     with _client(cfg, "NPPES NPI Registry") as api:
         table = npi.lookup(api, wanted)
     return _append(ctx, rec, NPI_PATH, table)

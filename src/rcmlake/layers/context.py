@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from rcmlake.config.models import ProjectConfig
 from rcmlake.console import Console
-from rcmlake.engines.base import Engine, quote_literal
+from rcmlake.engines.base import Engine, quote_ident, quote_literal
 from rcmlake.storage.audit import AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lake_types import UTC_TS
@@ -36,6 +36,20 @@ class RunContext:
     def extractor(self) -> Engine:
         """The engine bronze runs on: always in this process, next to the source readers."""
         return self.local or self.engine
+
+    def distinct(self, path: str, column: str, expr: str = "{}") -> set[Any]:
+        """The distinct non-NULL values of ``column`` (as ``expr`` of it) in lake table
+        ``path``; none when the table or the column is not there. Read by the extractor
+        engine: pyarrow decoded every row of the column into Python first (1.4 s for the
+        checksums of one 835 segments table of 17M rows, DuckDB 0.05 s)."""
+        with self.extractor.session() as s:
+            if not s.read_lake("values_of", self.lake, path) or column not in s.columns(
+                "values_of"
+            ):
+                return set()
+            q = quote_ident(column)
+            found = s.sql(f"SELECT DISTINCT {expr.format(q)} FROM values_of WHERE {q} IS NOT NULL")
+        return set(found.column(0).to_pylist())
 
     def record(
         self, layer: str, datasource: str, table: str, load_type: str, **extra: Any
