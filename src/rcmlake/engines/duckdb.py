@@ -254,21 +254,24 @@ class DuckDBSession(EngineSession):
         # a predicate that selects whole partitions is a swap of their files: the new files
         # are written by DuckDB and committed with the removal of the old ones
         whole = predicate is None or (replace is not None and mode == "overwrite")
-        if whole and not params and lake.is_local:
-            types = self.columns(_sub(query))
-            schema = self._lake_schema(query, comments)
-            if _copyable(types) and _same_schema(lake.table(path), schema):
-                files = self._copy(query, lake.uri(path), types, schema, partition_by or [])
-                return lake.commit_files(
-                    path,
-                    files,
-                    schema=schema,
-                    mode=mode,
-                    metadata=metadata,
-                    partition_by=partition_by,
-                    description=description,
-                    replace=None if predicate is None else replace,
-                )
+        if (
+            whole
+            and not params
+            and lake.is_local
+            and (own := self._writable(query, lake.table(path), comments))
+        ):
+            types, schema = own
+            files = self._copy(query, lake.uri(path), types, schema, partition_by or [])
+            return lake.commit_files(
+                path,
+                files,
+                schema=schema,
+                mode=mode,
+                metadata=metadata,
+                partition_by=partition_by,
+                description=description,
+                replace=None if predicate is None else replace,
+            )
         return lake.write(
             path,
             self._rows(query, params, comments),
@@ -279,6 +282,16 @@ class DuckDBSession(EngineSession):
             schema_mode=schema_mode,
             predicate=predicate,
         )
+
+    def _writable(
+        self, query: str, table: DeltaTable | None, comments: dict[str, str] | None
+    ) -> tuple[dict[str, str], pa.Schema] | None:
+        """The result's column types and lake schema, when DuckDB's writer can write it as
+        files of ``table`` (types it writes as the lake types them, the table's columns);
+        None: delta-rs' writer."""
+        types = self.columns(_sub(query))
+        schema = self._lake_schema(query, comments)
+        return (types, schema) if _copyable(types) and _same_schema(table, schema) else None
 
     def _lake_schema(self, query: str, comments: dict[str, str] | None) -> pa.Schema:
         """The lake schema the result of ``query`` is written in (``to_lake_stream``)."""
@@ -348,12 +361,10 @@ class DuckDBSession(EngineSession):
             and lake.files_are_the_rows(base)
             and not base.metadata().partition_columns
             and base.get_add_actions().num_rows  # no files: nothing for DuckDB to scan
+            and (own := self._writable(query, base, None))
         ):
-            types = self.columns(_sub(query))
-            schema = self._lake_schema(query, None)
-            if _copyable(types) and _same_schema(base, schema):
-                self._merge_files(lake, path, base, query, schema, on, update_when, metadata)
-                return
+            self._merge_files(lake, path, base, query, own[1], on, update_when, metadata)
+            return
         lake.merge(
             path, self._rows(query, params), on=on, update_when=update_when, metadata=metadata
         )

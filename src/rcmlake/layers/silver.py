@@ -378,12 +378,17 @@ def requalify(
     return released
 
 
+def _looked_up(ctx: RunContext, m: Model) -> set[str]:
+    """The silver entities ``m``'s rules look up (``m`` itself too, if they name it)."""
+    text = " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
+    return {e.name for e in models("silver") if f"silver.{e.name}" in text}
+
+
 def _looked_up_versions(ctx: RunContext, m: Model) -> dict[str, int]:
     """The content versions of ``m`` and of the silver entities its rules look up: ``m``'s
     own, so rows written or restored (a rollback) since are re-checked too."""
-    text = " ".join(r.rule.predicate for r in effective_rules(ctx.config, m.name))
-    looked_up = [e.name for e in models("silver") if e.name == m.name or f"silver.{e.name}" in text]
-    return {name: ctx.lake.content_version(silver_path(name)) for name in looked_up}
+    names = _looked_up(ctx, m) | {m.name}
+    return {n: ctx.lake.content_version(silver_path(n)) for n in sorted(names)}
 
 
 def _only_own_write_since(
@@ -392,7 +397,7 @@ def _only_own_write_since(
     """Whether only ``m``'s own write moved ``now`` away from ``before``, and ``m``'s older
     rows were last re-checked (``last``) against ``before`` (or ``m`` had no rows). Not when
     ``m``'s rules look ``m`` itself up: its new rows were checked against its old self."""
-    if any(f"silver.{m.name}" in r.rule.predicate for r in effective_rules(ctx.config, m.name)):
+    if m.name in _looked_up(ctx, m):
         return False
     others = {k: v for k, v in now.items() if k != m.name}
     if others != {k: v for k, v in before.items() if k != m.name}:

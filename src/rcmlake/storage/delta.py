@@ -236,10 +236,7 @@ class Lake:
         rows twice."""
         self.fence()
         now = int(time.time() * 1000)
-        adds: list[AddAction | RemoveAction] = [
-            AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files
-        ]
-        adds += [RemoveAction(f.path, True, now, f.size, f.partition_values) for f in remove or []]
+        removed = list(remove or [])
         current = base or self.table(path)
         if current is not None and replace is not None and mode == "overwrite":
             columns = sorted(current.metadata().partition_columns)
@@ -248,8 +245,12 @@ class Lake:
                 raise StorageError(
                     f"cannot replace partitions of {path}: it is partitioned by {columns}"
                 )
-            adds += _removals(current, replace, now)
+            removed += _in_partitions(self.logged_files(current), replace)
             mode = "append"  # delta-rs: explicit removals go with an append
+        adds: list[AddAction | RemoveAction] = [
+            AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files
+        ]
+        adds += [RemoveAction(f.path, True, now, f.size, f.partition_values) for f in removed]
         try:
             with self._lock(path):
                 if current is None:
@@ -289,7 +290,8 @@ class Lake:
         return self.is_local and protocol.min_reader_version == 1 and not protocol.reader_features
 
     def logged_files(self, dt: DeltaTable) -> list[LoggedFile]:
-        """The data files of version ``dt`` of a local table, as the log names them."""
+        """The data files of version ``dt``, as the log names them (``local``: where they are
+        when the table is local)."""
         adds = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
         root = dt.table_uri.removeprefix("file://").rstrip("/")
         return [
@@ -478,20 +480,11 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _removals(
-    table: DeltaTable, partitions: list[dict[str, Any]], now: int
-) -> list[AddAction | RemoveAction]:
-    """Remove actions for the files of ``table`` in ``partitions`` (partition values; None
-    is the NULL partition), values spelled as the engines' writers record them (``str``)."""
-
+def _in_partitions(files: list[LoggedFile], partitions: list[dict[str, Any]]) -> list[LoggedFile]:
+    """The files of ``partitions`` (partition values; None is the NULL partition), values
+    compared as the engines' writers record them (``str``)."""
     wanted = {tuple(sorted((k, _text(v)) for k, v in p.items())) for p in partitions}
-    files = pa.table(table.get_add_actions(flatten=False)).to_pylist()
-    removals: list[AddAction | RemoveAction] = []
-    for f in files:
-        values = {k: _text(v) for k, v in (f.get("partition") or {}).items()}
-        if tuple(sorted(values.items())) in wanted:
-            removals.append(RemoveAction(f["path"], True, now, f["size_bytes"], values))
-    return removals
+    return [f for f in files if tuple(sorted(f.partition_values.items())) in wanted]
 
 
 def is_maintenance(commit: dict[str, Any]) -> bool:
