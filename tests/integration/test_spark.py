@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from rcmlake.engines.dialect import to_spark
+from rcmlake.engines.base import quote_literal
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.engines.spark import SparkEngine
 from rcmlake.errors import ConfigError
@@ -170,6 +171,31 @@ def test_functions_give_the_same_values_on_both_engines(spark_remote: str) -> No
     ]
     assert {r["dow"] for r in duck} == set(range(1, 8))
     assert sum(r["parsed"] is None for r in duck) == 7
+
+
+def test_missing_spellings_are_null_on_both_engines(spark_remote: str) -> None:
+    """Blank, 'NULL', 'null' and 'N/A' (any case, spaces around) are missing; other text,
+    long or short, padded or not, is kept as it is (tabs are not spaces: ``trim`` keeps them)."""
+    values = [
+        "", " ", "   ", "null", "NULL", " Null ", "n/a", "N/A", "  n/a   ", "nul", "nulls",
+        "n/a!", "a", " x ", "na", "9999", "TRACE123|2025-03-01|1234.56",
+        "  padded value  ", "\tnull", "null\n", "N/A" + " " * 40, None,
+    ]  # fmt: skip
+    query = (
+        f"SELECT i, {DuckDBEngine().missing_as_null('v')} AS kept FROM (VALUES "
+        + ", ".join(
+            f"({i}, {'NULL' if v is None else quote_literal(v)})" for i, v in enumerate(values)
+        )
+        + ") AS t(i, v) ORDER BY i"
+    )
+    expected = [
+        None if v is None or v.strip(" ").lower() in ("", "null", "n/a") else v for v in values
+    ]
+    assert expected.count(None) == 11
+    with DuckDBEngine().session() as s:
+        assert [r["kept"] for r in s.sql(query).to_pylist()] == expected
+    with SparkEngine(spark_remote).session() as s:
+        assert [r["kept"] for r in s.sql(query).to_pylist()] == expected
 
 
 def test_the_runner_sql_translates_without_duckdb_only_syntax() -> None:
