@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from rcmlake.engines.dialect import to_spark
 from rcmlake.engines.base import quote_literal
+from rcmlake.engines.dialect import to_spark
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.engines.spark import SparkEngine
 from rcmlake.errors import ConfigError
