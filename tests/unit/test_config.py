@@ -261,3 +261,14 @@ def test_source_names_from_config_are_validated(tmp_path: Path, table: dict, say
     raw["sources"]["hospital_a"]["tables"].append(table)
     with pytest.raises(ConfigError, match=says):
         load_config(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(None, 2), (1, 2), (2, 2), (4, 4), (64, 8)])
+def test_workers_default_to_the_cores_within_two_to_eight(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
+) -> None:
+    from rcmlake.config.models import RunConfig
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert RunConfig().workers == workers
+    assert RunConfig(workers=5).workers == 5
