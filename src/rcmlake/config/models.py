@@ -297,8 +297,8 @@ def default_workers() -> int:
     """Tables ingested in parallel by default: the cores, at least 2, at most 8.
 
     Extraction, CSV typing and 835 parsing are CPU work here, so loads beyond the cores only
-    contend: bronze at scale 10 on 2 cores took 193 s (334 s of CPU) with 5 workers, 177 s
-    with 3 and 165 s (270 s of CPU) with 2. Sources on slow remote servers, where a load
+    contend: bronze at scale 10 on 2 cores took 193 s (293 s of CPU) with 5 workers, 177 s
+    (282 s) with 3 and 165 s (270 s) with 2. Sources on slow remote servers, where a load
     mostly waits, may want more."""
     return min(8, max(2, os.cpu_count() or 2))
 
