@@ -16,15 +16,20 @@ sqlglot's Spark generator does not carry over, and generates Spark SQL:
   becomes ``xxhash64`` over each value and whether it is NULL (Spark's skips NULLs);
 - ``QUALIFY`` becomes a filtered subquery, ``GROUP BY ALL`` the list it stands for;
 - ``x IN (SELECT …)`` in a projection becomes a LEFT JOIN (Sail plans IN only in WHERE);
+- ``a IS NOT DISTINCT FROM b`` is written ``a <=> b``: Spark's own operator, which Sail
+  (like Spark) plans as a hash-join key; the spelled-out form made Sail join by nested
+  loops (200k x 100k rows: 33.8 s against 0.01 s), and silver's dedup and newest-row
+  joins use it;
 - ``?`` parameters become literals, so one statement text reaches the server.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlglot
 from sqlglot import exp, transforms
@@ -50,6 +55,20 @@ def _spark(template: str, **args: exp.Expression) -> exp.Expression:
         return node
 
     return tree.transform(put)
+
+
+# typed loosely: where sqlglot defines Spark's generator moved between releases
+_SPARK_GENERATOR: Any = Spark.Generator
+
+
+class SparkConnect(Spark):
+    """Spark SQL as sqlglot writes it, but null-safe equality as ``<=>`` (see the module)."""
+
+    class Generator(_SPARK_GENERATOR):
+        TRANSFORMS: ClassVar[dict[Any, Callable[..., str]]] = {
+            **_SPARK_GENERATOR.TRANSFORMS,
+            exp.NullSafeEQ: lambda self, e: self.binary(e, "<=>"),
+        }
 
 
 SURROGATE = "CAST(conv(substr(md5(CAST({k} AS STRING)), 1, 15), 16, 10) AS BIGINT)"
@@ -201,7 +220,7 @@ def _translated(sql: str) -> tuple[str, ...]:
     for tree in trees:
         tree = tree.transform(_rewrite).transform(_group_by_all)
         tree = transforms.eliminate_qualify(tree.transform(_in_subqueries_as_joins))
-        out.append(tree.sql(dialect="spark"))
+        out.append(tree.sql(dialect=SparkConnect))
     return tuple(out)
 
 
@@ -218,11 +237,12 @@ def to_spark(sql: str, params: list[Any] | None = None) -> list[str]:
         return node
 
     return [
-        sqlglot.parse_one(s, read="spark").transform(bind).sql(dialect="spark") for s in statements
+        sqlglot.parse_one(s, read="spark").transform(bind).sql(dialect=SparkConnect)
+        for s in statements
     ]
 
 
 def expression_to_spark(expression: str) -> str:
     """One SQL expression (a MERGE condition), DuckDB dialect, as Spark SQL."""
     tree = sqlglot.parse_one(expression, read="duckdb").transform(_rewrite)
-    return tree.sql(dialect="spark")
+    return tree.sql(dialect=SparkConnect)
