@@ -57,7 +57,9 @@ def _spark(template: str, **args: exp.Expression) -> exp.Expression:
     return tree.transform(put)
 
 
-# typed loosely: where sqlglot defines Spark's generator moved between releases
+# typed loosely: ``Spark.Generator`` names the class through an attribute, which mypy does
+# not take as a base class, and importing it from its own module would tie rcmlake to the
+# sqlglot releases that have that module
 _SPARK_GENERATOR: Any = Spark.Generator
 
 
