@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from rcmlake.layers.gold import gold_path
+from rcmlake.layers.gold import _Changes, gold_path
+from rcmlake.layers.silver import STAMP
 from rcmlake.project import Project, RunResult
 from rcmlake.synth import SynthSpec, synth_manifest, synthesize, touch
 from rcmlake.transforms import models
@@ -211,6 +212,59 @@ def test_a_month_of_updates_a_rollback_and_a_vacuum(template: Path, tmp_path: Pa
     why = next(r.error for r in fourth.records if r.table == "fact_transaction")
     assert why and why.startswith("whole:")
     assert_gold_as_if_rebuilt(project, tmp_path)
+
+
+def test_keys_written_since_the_release_are_found_by_the_commits_stamps(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silver's key-preserving writes record the ``_updated_at`` they stamp; gold finds the
+    keys written since its release by those values, not by comparing two versions of the
+    table. A write that may remove keys or bring older rows back (a table's rollback, which
+    copies the restored version's metadata) makes gold compare the versions again."""
+    shutil.copytree(template, tmp_path / "work")
+    work = tmp_path / "work"
+    project = make_project(work)
+    assert project.run().exit_code == 0
+    compared: list[list[str]] = []
+    real_diff = _Changes._diff
+
+    def spy(self: _Changes, old: str, new: str, columns: list[str], where: str) -> str | None:
+        compared.append([old, *columns])
+        return real_diff(self, old, new, columns, where)
+
+    monkeypatch.setattr(_Changes, "_diff", spy)
+
+    edited = sum(touch(work, 0.01).values())
+    assert edited > 0
+    result = project.run()
+    assert result.exit_code == 0
+    newest = project.lake.commits("silver/transactions", limit=1)[0]
+    stamp = newest["rcmlake"][STAMP]
+    stamped = scalar(
+        project,
+        "SELECT count(*) FROM silver.transactions "
+        f"WHERE _updated_at = CAST('{stamp}' AS TIMESTAMPTZ)",
+    )
+    written = next(r for r in result.records if r.layer == "silver" and r.table == "transactions")
+    assert stamped == written.rows_written >= edited  # the stamp names exactly its rows
+    key_compare = ["base_silver_transactions", "transaction_key", "_updated_at"]
+    assert key_compare not in compared  # found by the stamp
+    assert statuses(result)["fact_transaction"] == ("success", "rebuild")
+    assert_gold_as_if_rebuilt(project, tmp_path)
+
+    # silver transactions alone rolled back a version: the restore commit carries the stamp
+    # of the version it restores, which names none of the rows it brought back
+    version = project.lake.content_version("silver/transactions")
+    project.rollback(table="silver/transactions", version=version - 1)
+    restored = project.lake.commits("silver/transactions", limit=1)[0]["rcmlake"]
+    assert STAMP in restored and "rolled_back_from" in restored
+    compared.clear()
+    assert project.run(["gold"]).exit_code == 0
+    assert key_compare in compared  # compared, as the stamps cannot vouch for the restore
+    assert_gold_as_if_rebuilt(project, tmp_path)
+
+    # a silver overwrite (a full entity: rows of a datasource may go) records no stamp
+    assert all(STAMP not in c["rcmlake"] for c in project.lake.commits("silver/departments"))
 
 
 def test_incremental_false_rebuilds_every_table(template: Path, tmp_path: Path) -> None:

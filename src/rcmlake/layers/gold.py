@@ -28,10 +28,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from rcmlake import __version__, faults
-from rcmlake.engines.base import EngineSession, quote_ident
+from rcmlake.engines.base import EngineSession, quote_ident, timestamp
 from rcmlake.errors import RcmlakeError
 from rcmlake.layers.context import RunContext
-from rcmlake.layers.silver import register_silver, silver_path
+from rcmlake.layers.silver import STAMP, register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
 from rcmlake.storage.delta import is_maintenance
@@ -232,25 +232,66 @@ class _Changes:
         closed versions, re-checked quality), so a row that differs from the base differs in
         ``(key, _updated_at)``, and a removed or restored one too. Comparing those two columns
         first keeps the wide comparison to the keys they name: at 10M rows hashing every
-        column read was most of a fact's plan. Rows without a key fall back to every row."""
+        column read was most of a fact's plan. When every commit since the base is a write
+        that removed no key and recorded its stamp (``silver._meta``), the keys written are
+        the rows carrying those stamps, found without comparing the base version's rows (10M
+        transactions: 4.0 s for that comparison). Rows without a key fall back to every row."""
         if name in self._written_keys:
             return self._written_keys[name]
         from rcmlake.transforms.check import empty_silver
 
         old, version = f"base_silver_{name}", self.silver.get(name, -1)
+        key = model("silver", name).key
         found: str | None = ""
         if version < 0:  # not there when the base was built: every row is new
             self.s.register(old, empty_silver()[name].empty_table())
+            self._written_keys[name] = found
+            return found
+        # opened either way: ``changed`` compares the written keys' rows with it
+        self.s.read_lake(old, self.ctx.lake, silver_path(name), version=version)
+        if (stamps := self._stamps(name, version)) is not None:
+            found = f"changed_{next(self._names)}"
+            listed = ", ".join(timestamp(at) for at in stamps) or "NULL"
+            self.s.materialize(
+                found,
+                f"SELECT DISTINCT {quote_ident(key)} FROM silver.{name} "
+                f"WHERE _updated_at IN ({listed})",
+            )
+            if not int(self.s.scalar(f"SELECT count(*) FROM {found}")):
+                self.s.drop(found)
+                found = None
         else:
-            self.s.read_lake(old, self.ctx.lake, silver_path(name), version=version)
-            key = model("silver", name).key
             found = self._diff(old, f"silver.{name}", [key, "_updated_at"], "")
-            if found and self.s.scalar(
-                f"SELECT count(*) FROM {found} WHERE {quote_ident(key)} IS NULL"
-            ):
-                found = ""
+        if found and self.s.scalar(
+            f"SELECT count(*) FROM {found} WHERE {quote_ident(key)} IS NULL"
+        ):
+            found = ""
         self._written_keys[name] = found
         return found
+
+    def _stamps(self, name: str, version: int) -> list[datetime] | None:
+        """The stamps of silver entity ``name``'s commits after ``version``, or None when one
+        of them may have removed a key or restored older rows (no stamp recorded: an
+        overwrite, a delete, a rollback, which copies the metadata of the version it restores)."""
+        path = silver_path(name)
+        table = self.ctx.lake.table(path)
+        newer = 0 if table is None else table.version() - version
+        commits = (
+            [c for c in self.ctx.lake.commits(path, limit=newer) if int(c["version"]) > version]
+            if newer > 0
+            else []
+        )
+        if len(commits) < newer:  # log entries expired: what happened between is unknown
+            return None
+        stamps = []
+        for commit in commits:
+            meta = commit["rcmlake"]
+            if is_maintenance(commit):
+                continue
+            if STAMP not in meta or "rolled_back_from" in meta:
+                return None
+            stamps.append(datetime.fromisoformat(str(meta[STAMP])))
+        return stamps
 
     def _diff(self, old: str, new: str, columns: list[str], where: str) -> str | None:
         """Rows of ``old`` and ``new`` (``where``) that differ in ``columns``, as a temp

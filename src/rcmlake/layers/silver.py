@@ -49,6 +49,7 @@ from rcmlake.transforms.check import empty_silver
 STATE_PATH = "_state/silver_batches"
 REQUALIFIED_PATH = "_state/requalified"  # what each entity's quarantine was last re-checked against
 UNIQUE_KEY = "unique_key"
+STAMP = "stamp"  # commit metadata: the ``_updated_at`` of the rows a key-preserving write wrote
 LINEAGE = ("datasource", "_batch_id", "_ingested_at", "_row_hash", "source_modified_at")
 
 
@@ -348,11 +349,12 @@ def requalify(
     evaluate(s, ctx, m, "recheck", "rechecked")
     identity = [m.key, "effective_from"] if m.history == "scd2" else [m.key]
     cols = ", ".join(identity)
+    stamp = datetime.now(UTC)
     s.materialize(
         "moved",
         f"""
         SELECT {cols}, dq_failures, dq_warnings, is_quarantined,
-               {timestamp(datetime.now(UTC))} AS _updated_at,
+               {timestamp(stamp)} AS _updated_at,
                _was_quarantined AND NOT is_quarantined AS _released
         FROM rechecked
         WHERE list_sort(dq_failures) IS DISTINCT FROM list_sort(_old_failures)
@@ -360,7 +362,7 @@ def requalify(
     )
     got = s.sql("SELECT count(*) AS n, count(*) FILTER (WHERE _released) AS r FROM moved")
     moved, released = int(got["n"][0].as_py()), int(got["r"][0].as_py())
-    meta = {**_meta(ctx, rec), "rules": fp, "requalified": moved}
+    meta = {**_meta(ctx, rec, stamp=stamp), "rules": fp, "requalified": moved}
     if moved == 0:
         if changed:  # an empty commit records that these rules were applied to every row
             ctx.lake.write(path, current.schema.empty_table(), mode="append", metadata=meta)
@@ -545,12 +547,21 @@ def _mark_processed(ctx: RunContext, m: Model, staged: list[tuple[str, str]], at
     )
 
 
-def _meta(ctx: RunContext, rec: LoadRecord, created: Model | None = None) -> dict[str, object]:
+def _meta(
+    ctx: RunContext, rec: LoadRecord, created: Model | None = None, stamp: datetime | None = None
+) -> dict[str, object]:
     """Commit metadata; a commit that ``created`` the table evaluated every row under the
-    current rules, so it records their fingerprint (later writes evaluate only their rows)."""
-    extra = (
+    current rules, so it records their fingerprint (later writes evaluate only their rows).
+
+    ``stamp``: the ``_updated_at`` of every row the commit writes, given only by a write that
+    removes no key (a merge, new versions, re-checked quality; not a datasource's overwrite or
+    a delete). Gold then finds the keys written since its last build by that value alone
+    (``gold._Changes.written``) instead of comparing two versions of 10M rows."""
+    extra: dict[str, object] = (
         {"rules": rules_fingerprint(effective_rules(ctx.config, created.name))} if created else {}
     )
+    if stamp is not None:
+        extra[STAMP] = stamp.isoformat()
     return {
         **extra,
         "run_id": ctx.run_id,
@@ -609,7 +620,7 @@ def _write_upsert(
         silver_path(m.name),
         f"SELECT *, {timestamp(now)} AS _updated_at FROM latest",
         on=[m.key],
-        metadata=_meta(ctx, rec, None if exists else m),
+        metadata=_meta(ctx, rec, None if exists else m, stamp=now),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
     )
@@ -740,7 +751,8 @@ def _write_scd2(
     columns = [c for c in s.columns("new_versions") if c != "_merge_key"]
     if not exists:
         rows = f"SELECT {s.select_list('new_versions', ('_merge_key',))} FROM new_versions"
-        s.write(ctx.lake, path, rows, mode="append", metadata=_meta(ctx, rec, m))  # created
+        meta = _meta(ctx, rec, m, stamp=now)
+        s.write(ctx.lake, path, rows, mode="append", metadata=meta)  # created
         return written
     # closing rows (_merge_key = key: end the current version) and new versions (_merge_key NULL)
     s.union_all_by_name(
@@ -757,6 +769,6 @@ def _write_scd2(
         "SELECT * FROM scd2_changes",
         key=key,
         columns=columns,
-        metadata=_meta(ctx, rec),
+        metadata=_meta(ctx, rec, stamp=now),
     )
     return written
