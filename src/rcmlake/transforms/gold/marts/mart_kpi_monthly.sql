@@ -9,7 +9,7 @@ WITH charges AS (
         SELECT datasource, service_date, charge_amount AS amount FROM gold.fact_transaction
         UNION ALL
         SELECT datasource, service_date, billed_amount FROM gold.fact_claim
-        WHERE datasource NOT IN (SELECT datasource FROM gold.fact_transaction)
+        WHERE datasource NOT IN (SELECT DISTINCT datasource FROM gold.fact_transaction)
     ) AS lines GROUP BY datasource, service_date
 ), spans AS (
     SELECT datasource, min(service_date) AS first_day FROM charges GROUP BY datasource
@@ -34,7 +34,7 @@ WITH charges AS (
     FROM gold.fact_claim c
     LEFT JOIN (SELECT claim_key, sum(contractual_adjustment) AS contractual FROM gold.fact_remittance
                WHERE claim_key IS NOT NULL GROUP BY 1) r ON r.claim_key = c.claim_key
-    WHERE c.datasource IN (SELECT datasource FROM gold.fact_remittance)
+    WHERE c.datasource IN (SELECT DISTINCT datasource FROM gold.fact_remittance)
     GROUP BY ALL
 ), charges_90 AS (
     SELECT m.datasource, m.month, sum(c.amount) AS charges_90d

@@ -12,7 +12,7 @@ WITH lines AS (
     SELECT datasource, payer, payer_type, service_month,
            sum(billed_amount), sum(paid_amount), sum(contractual_adjustment), count(*), 'claims'
     FROM gold.fact_claim
-    WHERE datasource NOT IN (SELECT datasource FROM gold.fact_transaction)
+    WHERE datasource NOT IN (SELECT DISTINCT datasource FROM gold.fact_transaction)
     GROUP BY datasource, payer, payer_type, service_month
 ), m AS (
     SELECT * FROM lines UNION ALL SELECT * FROM claims_only
