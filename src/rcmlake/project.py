@@ -35,6 +35,7 @@ from rcmlake.storage.lease import Lease
 from rcmlake.storage.lock import lake_lock, private_files
 
 LAYERS = ("bronze", "silver", "gold")
+SCRATCH = "_scratch"  # in the lake: what an engine writes for the length of a session
 FAILED = ("failed", "rejected")
 
 
@@ -92,10 +93,12 @@ class Project:
         # bronze extraction and reading the lake (sql, report, export) run in this process;
         # silver and gold on ``run.engine``
         self.local = DuckDBEngine(config.run.memory_limit, config.run.threads)
-        self.engine = engine or (
-            self.local if config.run.engine == "duckdb" else engine_for(config.run)
-        )
         self.lake = Lake(config.lake_uri)
+        self.engine = engine or (
+            self.local
+            if config.run.engine == "duckdb"
+            else engine_for(config.run, self.lake.uri(SCRATCH))
+        )
         self.audit = AuditLog(self.lake)
         self.run_id = run_id
         self.lease_owner = lease_owner

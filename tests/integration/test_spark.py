@@ -217,6 +217,40 @@ def test_null_safe_joins_are_hash_joins_on_spark(spark_remote: str) -> None:
         assert [r["v"] for r in s.sql(query).to_pylist()] == ["x", "y", "z"]
 
 
+def test_a_materialised_relation_is_computed_once_where_the_server_does_not_cache(
+    spark_remote: str, tmp_path: Path
+) -> None:
+    """Sail accepts ``cache()`` and recomputes the relation for each statement that reads it;
+    there the session writes it to its scratch folder and reads that back, so a relation of
+    random values reads the same twice, an empty one keeps its columns, and the folder is
+    gone when the session closes."""
+    scratch = tmp_path / "_scratch"
+    engine = SparkEngine(spark_remote, str(scratch))
+    with engine.session() as s:
+        assert engine.caches(s.spark) is False  # Sail 0.7 answers no cache query
+        assert s.scratch is not None and s.scratch.startswith(str(scratch))
+        s.materialize(
+            "drawn", "SELECT id, random() AS r FROM (VALUES (1), (2), (3), (4), (5)) AS v(id)"
+        )
+        first = s.sql("SELECT sum(r) AS total FROM drawn")["total"][0].as_py()
+        second = s.sql("SELECT sum(r) AS total FROM drawn")["total"][0].as_py()
+        assert first == second
+        empty = "SELECT id, CAST(NULL AS TIMESTAMP) AS at, ['x'] AS l FROM drawn WHERE false"
+        s.materialize("none", empty)
+        s.execute(f"CREATE OR REPLACE TEMP VIEW none_view AS {empty}")
+        assert s.columns("none") == s.columns("none_view")  # types survive the Parquet trip
+        assert set(s.columns("none")) == {"id", "at", "l"}
+        assert s.scalar("SELECT count(*) FROM none") == 0
+        # rebuilt from its previous self: each materialisation has its own folder
+        s.materialize("drawn", "SELECT id, r FROM drawn WHERE id < 3")
+        assert s.scalar("SELECT count(*) FROM drawn") == 2
+        assert any(scratch.rglob("*.parquet"))
+    assert list(scratch.iterdir()) == []
+    # without a scratch folder the session caches as before (nothing is written)
+    with SparkEngine(spark_remote).session() as s:
+        assert s.scratch is None
+
+
 def test_the_runner_sql_translates_without_duckdb_only_syntax() -> None:
     for layer in ("silver", "gold"):
         for m in models(layer):

@@ -23,12 +23,13 @@ def spark_remote(run: RunConfig) -> str:
     return remote
 
 
-def engine_for(run: RunConfig) -> Engine:
-    """The engine ``run.engine`` names, configured from ``run``."""
+def engine_for(run: RunConfig, scratch: str | None = None) -> Engine:
+    """The engine ``run.engine`` names, configured from ``run``; ``scratch``: a folder the
+    engine may write intermediate results to (Spark, where its server does not cache)."""
     if run.engine == "spark":
         from rcmlake.engines.spark import SparkEngine
 
-        return SparkEngine(spark_remote(run))
+        return SparkEngine(spark_remote(run), scratch)
     return DuckDBEngine(run.memory_limit, run.threads)
 
 

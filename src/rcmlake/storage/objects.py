@@ -179,6 +179,20 @@ class RemoteFolder:
         return join(self.root, key)
 
 
+def remove_tree(location: str) -> None:
+    """Delete the folder ``location`` (a local path or an object-store URI) and everything
+    under it; nothing there is not an error."""
+    if not is_uri(location):
+        shutil.rmtree(location.removeprefix("file://"), ignore_errors=True)
+        return
+    import obstore
+
+    store = open_store(location)
+    with translated(f"delete {location}"):
+        for batch in obstore.list(store, None):
+            obstore.delete(store, [str(o["path"]) for o in batch])
+
+
 def folder(root: str | Path) -> Folder:
     """The ``Folder`` for a local path or an object-store URI."""
     return RemoteFolder(str(root)) if is_uri(root) else LocalFolder(root)
