@@ -197,3 +197,19 @@ def test_lost_lease_stops_the_run_before_its_next_commit(tmp_path: Path, bucket:
     assert not project.lake.exists("bronze/x/y")
     who = current(root)
     assert who is not None and who.owner == "intruder"  # nobody else's lease is released
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_remove_tree_deletes_a_folder_and_only_it(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A session's scratch folder (``SparkSessionOnConnect.close``) goes with all it holds;
+    its neighbours stay, and a folder already gone is no error."""
+    root = str(tmp_path) if where == "local" else f"s3://{request.getfixturevalue('bucket')}/lake"
+    lake = objects.folder(root)
+    for key in ("_scratch/s1/1-a/part-0.parquet", "_scratch/s1/2-b/part-0.parquet"):
+        lake.write_text(key, "x")
+    lake.write_text("_scratch/s2/1-a/part-0.parquet", "kept")
+    objects.remove_tree(objects.join(root, "_scratch/s1"))
+    assert lake.list("_scratch", "*/*/*") == ["_scratch/s2/1-a/part-0.parquet"]
+    objects.remove_tree(objects.join(root, "_scratch/s1"))  # nothing there: no error
