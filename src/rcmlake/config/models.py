@@ -55,6 +55,14 @@ class TableConfig(Strict):
     target: str | None = Field(
         None, pattern=IDENT, description="Bronze folder name; defaults to the entity."
     )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Read the table as this many queries at once, split by a hash of the "
+        "primary key (MySQL, PostgreSQL, SQL Server; one stream for SQLite). For a large "
+        "table on a server with cores to spare.",
+    )
 
     @field_validator("load_type", mode="before")
     @classmethod
@@ -65,6 +73,15 @@ class TableConfig(Strict):
     def _watermark_for_incremental(self) -> TableConfig:
         if self.load_type == "incremental" and not self.watermark:
             raise ValueError("an incremental table needs a `watermark` column")
+        return self
+
+    @model_validator(mode="after")
+    def _key_for_partitions(self) -> TableConfig:
+        if self.partitions > 1 and not self.primary_key:
+            raise ValueError(
+                f"table {self.name!r}: `partitions` splits the read by the primary key; "
+                "give `primary_key`"
+            )
         return self
 
     @model_validator(mode="after")
@@ -139,6 +156,16 @@ class _DatabaseSource(Strict):
 
 class SqliteSource(_DatabaseSource):
     type: Literal["sqlite"] = "sqlite"
+
+    @model_validator(mode="after")
+    def _one_stream(self) -> SqliteSource:
+        split = [t.name for t in self.tables if t.partitions > 1]
+        if split:
+            raise ValueError(
+                f"table {split[0]!r}: SQLite is read in one stream (a file has no server to "
+                "share the work); remove `partitions`"
+            )
+        return self
 
 
 class MysqlSource(_DatabaseSource):

@@ -126,17 +126,36 @@ class SqlSource:
             return "[" + ident.replace("]", "]]") + "]"
         return quote_ident(ident)
 
-    def query(self, table: TableConfig, since: str | None) -> str:
-        """The extraction query; ``>=`` on the last committed watermark (ties are de-duplicated later)."""
+    def query(self, table: TableConfig, since: str | None, part: int | None = None) -> str:
+        """The extraction query; ``>=`` on the last committed watermark (ties are de-duplicated
+        later); with ``part``, only the rows of that part of ``table.partitions``."""
         name = ".".join(self.quote(p) for p in table.name.split("."))
         sql = f"SELECT * FROM {name}"
+        where = []
         if table.load_type == "incremental" and since is not None:
             assert table.watermark
             literal = since.replace("'", "''")
             wm = self.quote(table.watermark)
             # NULL watermarks are re-read each time (they are few) so such rows are never lost.
-            sql += f" WHERE {wm} >= '{literal}' OR {wm} IS NULL"
-        return sql
+            where.append(f"({wm} >= '{literal}' OR {wm} IS NULL)")
+        if part is not None:
+            where.append(f"{self._bucket(table)} = {part}")
+        return sql + (f" WHERE {' AND '.join(where)}" if where else "")
+
+    def _bucket(self, table: TableConfig) -> str:
+        """The part (0 … partitions − 1) of a row: a hash of its primary key, in the server's
+        own functions. A NULL key hashes as the empty text, so every row is in one part."""
+        n = table.partitions
+        keys = [self.quote(k) for k in table.primary_key]
+        if self.config.type == "mysql":
+            text = f"CONCAT_WS('|', {', '.join(keys)})"
+            return f"COALESCE(MOD(CRC32({text}), {n}), 0)"
+        if self.config.type == "postgres":
+            text = f"concat_ws('|', {', '.join(f'{k}::text' for k in keys)})"
+            return f"COALESCE(mod(abs(hashtext({text})::bigint), {n}), 0)"
+        if self.config.type == "mssql":
+            return f"COALESCE(ABS(CAST(CHECKSUM({', '.join(keys)}) AS BIGINT)) % {n}, 0)"
+        raise SourceError(f"{self.name}.{table.name}: a {self.config.type} source is read whole")
 
     def extract(
         self, table: TableConfig, since: str | None, columns: list[str], batch_rows: int
@@ -152,10 +171,17 @@ class SqlSource:
             raise SchemaDriftError(
                 f"{self.name}.{table.name}: primary_key column(s) {missing} not found in the source"
             )
+        # one query, or one per part: connectorx runs a list of queries at once, each on
+        # its own connection, and streams their batches as they come
+        queries: str | list[str] = (
+            self.query(table, since)
+            if table.partitions == 1
+            else [self.query(table, since, part) for part in range(table.partitions)]
+        )
         try:
             reader = cx.read_sql(
                 self.connectorx_url(),
-                self.query(table, since),
+                queries,
                 return_type="arrow_stream",
                 batch_size=batch_rows,
             )
