@@ -29,6 +29,7 @@ from rcmlake.engines.base import Engine
 from rcmlake.engines.duckdb import DuckDBEngine, DuckDBSession
 from rcmlake.errors import ConfigError, LakeLocked
 from rcmlake.layers.context import RunContext, new_id
+from rcmlake.storage import objects
 from rcmlake.storage.audit import AUDIT_PATH, AuditLog, LoadRecord
 from rcmlake.storage.delta import Lake
 from rcmlake.storage.lease import Lease
@@ -327,7 +328,8 @@ class Project:
     def vacuum(self, retain_hours: int = 168) -> list[dict[str, Any]]:
         """Compact, checkpoint and vacuum every table (see ``Lake.maintain``), under the lake
         lock. Files a version newer than ``retain_hours`` needs, and the published gold
-        release, are kept: rollback and ``--as-of`` reach back that far."""
+        release, are kept: rollback and ``--as-of`` reach back that far. The scratch folder
+        (``_scratch``, a Spark session's intermediate results) is emptied."""
         from rcmlake.layers.rollback import lake_paths
         from rcmlake.storage import release
 
@@ -346,6 +348,8 @@ class Project:
                 done = self.lake.maintain(path, retain_hours, keep)
                 if done:
                     out.append({"table": path, **done})
+            # what a killed run's engine session left (no run holds the lake meanwhile)
+            objects.remove_tree(self.lake.uri(SCRATCH))
         return out
 
     def tables(self) -> list[str]:

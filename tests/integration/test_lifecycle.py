@@ -64,8 +64,12 @@ def test_history_as_of_and_vacuum(workdir: Path) -> None:
         project.sql(count, as_of="yesterday")
 
     # vacuum: fewer files, a checkpoint, the same answers, and the next run has nothing to do
+    left = workdir / "lake" / "_scratch" / "killed-session" / "1-modeled"
+    left.mkdir(parents=True)
+    (left / "part-0.parquet").write_bytes(b"PAR1")  # what a killed Spark session leaves
     files_before, bytes_before = _size(workdir / "lake")
     done = project.vacuum(retain_hours=0)
+    assert not (workdir / "lake" / "_scratch").exists()
     files_after, bytes_after = _size(workdir / "lake")
     assert sum(d["files_vacuumed"] for d in done) > 0
     assert files_after < files_before and bytes_after < bytes_before
