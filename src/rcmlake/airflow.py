@@ -108,7 +108,7 @@ def dag_from_config(
 ) -> DAG:
     """An Airflow DAG running ``config_path``'s pipeline (read again at each parse, so a table
     added to the config is a new task at the next parse). Create the pool once, sized to
-    ``run.workers``: ``airflow pools set rcmlake 5 "rcmlake loads"``."""
+    ``run.workers``: ``airflow pools set rcmlake 2 "rcmlake loads"`` on 2 cores."""
     try:
         from airflow.providers.standard.operators.python import PythonOperator
         from airflow.sdk import DAG, TriggerRule
