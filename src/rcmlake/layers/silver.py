@@ -556,7 +556,7 @@ def _meta(
     ``stamp``: the ``_updated_at`` of every row the commit writes, given only by a write that
     removes no key (a merge, new versions, re-checked quality; not a datasource's overwrite or
     a delete). Gold then finds the keys written since its last build by that value alone
-    (``gold._Changes.written``) instead of comparing two versions of 10M rows."""
+    (``gold._Changes._written``) instead of comparing two versions of 10M rows."""
     extra: dict[str, object] = (
         {"rules": rules_fingerprint(effective_rules(ctx.config, created.name))} if created else {}
     )
