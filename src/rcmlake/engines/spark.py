@@ -36,7 +36,7 @@ from rcmlake.errors import (
     scrub,
 )
 from rcmlake.storage import objects
-from rcmlake.storage.delta import custom_metadata
+from rcmlake.storage.delta import VOUCHES_FOR, custom_metadata
 from rcmlake.storage.lake_types import lake_schema
 
 if TYPE_CHECKING:
@@ -315,9 +315,13 @@ class SparkSessionOnConnect(EngineSession):
         if not metadata or self.engine.capabilities.merge_records_metadata:
             return
         newest = lake.commits(path, limit=1)
-        if newest and int(newest[0]["version"]) > version and newest[0]["rcmlake"]:
+        merged = bool(newest) and int(newest[0]["version"]) > version
+        if merged and newest[0]["rcmlake"]:
             return
-        # no commit (nothing matched) or one without rcmlake's metadata: stamp it
+        # no commit (nothing matched) or one without rcmlake's metadata: an empty commit
+        # records the metadata, naming the MERGE it describes (so gold can trust its stamp)
+        if merged:
+            metadata = {**metadata, VOUCHES_FOR: int(newest[0]["version"])}
         lake.write(path, self._empty_like(lake, path), mode="append", metadata=metadata)
 
     def _empty_like(self, lake: Lake, path: str) -> pa.Table:

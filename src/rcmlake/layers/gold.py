@@ -34,7 +34,7 @@ from rcmlake.layers.context import RunContext
 from rcmlake.layers.silver import STAMP, register_silver, silver_path
 from rcmlake.storage import release
 from rcmlake.storage.audit import LoadRecord
-from rcmlake.storage.delta import is_maintenance
+from rcmlake.storage.delta import is_maintenance, vouched
 from rcmlake.storage.release import Release
 from rcmlake.transforms import Model, model, models
 from rcmlake.transforms.lineage import PARAMS, gold_lineage, gold_params
@@ -284,9 +284,10 @@ class _Changes:
         if len(commits) < newer:  # log entries expired: what happened between is unknown
             return None
         stamps = []
+        described = vouched(commits)  # Sail's MERGEs, described by the empty commit after them
         for commit in commits:
             meta = commit["rcmlake"]
-            if is_maintenance(commit):
+            if is_maintenance(commit) or int(commit["version"]) in described:
                 continue
             if STAMP not in meta or "rolled_back_from" in meta:
                 return None

@@ -43,6 +43,9 @@ META_PREFIX = "rcmlake."
 CHECKPOINT_EVERY = {"delta.checkpointInterval": "10"}
 # commit metadata that is table state (read from the newest commit), not a load's record
 STATE_KEYS = ("watermark_to", "content_hash", "rules", "fingerprint", "run_id", "as_of_date")
+# metadata of a commit that carries, for the commit just before it (whose writer could not
+# record rcmlake's metadata: Sail's MERGE), what that commit did: its version
+VOUCHES_FOR = "vouches_for"
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,18 @@ def _in_partitions(files: list[LoggedFile], partitions: list[dict[str, Any]]) ->
     compared as the engines' writers record them (``str``)."""
     wanted = {tuple(sorted((k, _text(v)) for k, v in p.items())) for p in partitions}
     return [f for f in files if tuple(sorted(f.partition_values.items())) in wanted]
+
+
+def vouched(commits: list[dict[str, Any]]) -> set[int]:
+    """Versions among ``commits`` (from ``Lake.commits``) that carry no rcmlake metadata of
+    their own but are described by a later commit's (``VOUCHES_FOR``)."""
+    versions = {int(c["version"]): c for c in commits}
+    found = set()
+    for commit in commits:
+        target = commit["rcmlake"].get(VOUCHES_FOR)
+        if target is not None and int(target) in versions and not versions[int(target)]["rcmlake"]:
+            found.add(int(target))
+    return found
 
 
 def is_maintenance(commit: dict[str, Any]) -> bool:
