@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
 
 from rcmlake import faults
 from rcmlake.config.models import ProjectConfig
@@ -201,11 +204,55 @@ def _name_the_mapping(
             ) from None
 
 
-def check(s: EngineSession, ctx: RunContext, m: Model) -> None:
+def _unique_keys(s: EngineSession, relation: str, key: str) -> bool:
+    """Whether every row of ``relation`` has a key of its own (NULL counts as one key)."""
+    return not s.scalar(
+        f"SELECT count(*) FROM (SELECT {key} FROM {relation} GROUP BY {key} HAVING count(*) > 1)"
+    )
+
+
+def _streamed(s: EngineSession, ctx: RunContext, m: Model) -> bool:
+    """Whether this build creates upsert entity ``m`` from rows that hold each key once, so
+    they can stream from bronze into the new table without being materialised first: no
+    repeat to drop, no newest row per key to pick, one pass (claim adjustments, 17.4M rows
+    at scale 10: 43.0 → 26.5 s). Asked only when the key is computed without the row hash:
+    the question then costs a scan of the key, not the typing and hashing of every column
+    (asked of claims, whose key falls back to its row hash, it took 20.8 s)."""
+    return (
+        m.history == "upsert"
+        and _key_without_row_hash(m.sql, m.key)
+        and not ctx.lake.exists(silver_path(m.name))
+        and _unique_keys(s, "model_rows", m.key)
+    )
+
+
+@cache
+def _key_without_row_hash(sql: str, key: str) -> bool:
+    """Whether the model's projection of ``key`` reads no ``_row_hash`` (False if unknown)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return False
+    if not isinstance(tree, exp.Select):
+        return False
+    for projection in tree.expressions:
+        if projection.alias_or_name == key:
+            return all(c.name != "_row_hash" for c in projection.find_all(exp.Column))
+    return False
+
+
+def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> None:
     """``modeled`` → ``checked``: drop exact repeats, flag conflicts, evaluate the rules.
 
     Rows that share key and source time but differ are all kept, each quarantined as
-    ``unique_key``: which one is right is for the source to say, and nothing is dropped."""
+    ``unique_key``: which one is right is for the source to say, and nothing is dropped.
+    ``unique``: every row has a key of its own, so there is nothing to drop or flag."""
+    if unique:
+        s.execute(
+            "CREATE OR REPLACE TEMP VIEW deduped AS SELECT *, false AS _conflict FROM modeled"
+        )
+        evaluate(s, ctx, m, "deduped", "checked")
+        return
     key = m.key
     # per (key, source time), sorted: exact repeats are adjacent (the one of the smallest
     # batch id comes first and is kept), and more than one content shows as a first hash
@@ -493,14 +540,28 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             # of a run with nothing new; a datasource emptied above counts as a change)
             before = _looked_up_versions(ctx, m)
             register_silver(s, ctx, references(ctx.config, m))
-            # computed once: typing, hashing, the model and the rules' lookups are most of
-            # silver's cost; what is built from it (``checked``) are views
-            s.materialize("modeled", f"SELECT *{verdicts(ctx, m)} FROM (\n{m.sql}\n) AS model")
+            s.execute(
+                f"CREATE OR REPLACE TEMP VIEW model_rows AS SELECT *{verdicts(ctx, m)} "
+                f"FROM (\n{m.sql}\n) AS model"
+            )
+            streamed = _streamed(s, ctx, m)
+            if streamed:
+                s.execute("CREATE OR REPLACE TEMP VIEW modeled AS SELECT * FROM model_rows")
+            else:
+                # computed once: typing, hashing, the model and the rules' lookups are most
+                # of silver's cost; what is built from it (``checked``) are views
+                s.materialize("modeled", "SELECT * FROM model_rows")
             rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
-            check(s, ctx, m)
+            # an upsert's rows with a key each (a first build, most incremental runs) have
+            # no repeats to find: two aggregates over every key saved (4.6 + 5.2 s at 17M)
+            unique = streamed or (m.history == "upsert" and _unique_keys(s, "modeled", m.key))
+            check(s, ctx, m, unique)
             now = datetime.now(UTC)
-            writer = {"full": _write_full, "upsert": _write_upsert, "scd2": _write_scd2}[m.history]
-            rec.rows_written, rec.rows_quarantined = writer(s, ctx, m, now, rec)
+            if m.history == "upsert":
+                written = _write_upsert(s, ctx, m, now, rec, unique, streamed)
+            else:
+                written = {"full": _write_full, "scd2": _write_scd2}[m.history](s, ctx, m, now, rec)
+            rec.rows_written, rec.rows_quarantined = written
             requalify(s, ctx, m, rec, before)
         faults.point("silver.after_commit")
         _mark_processed(ctx, m, staged, now)
@@ -610,20 +671,37 @@ def _write_full(
 
 
 def _write_upsert(
-    s: EngineSession, ctx: RunContext, m: Model, now: datetime, rec: LoadRecord
+    s: EngineSession,
+    ctx: RunContext,
+    m: Model,
+    now: datetime,
+    rec: LoadRecord,
+    unique: bool,
+    streamed: bool,
 ) -> tuple[int, int]:
-    """Latest version per key; merge where content changed and the source is not older."""
-    _latest(s, m.key)
-    exists = ctx.lake.exists(silver_path(m.name))
+    """Latest version per key; merge where content changed and the source is not older.
+
+    ``unique``: ``checked`` holds each key once, so it is the latest version. ``streamed``:
+    ``checked`` is computed as it is written (the table is created), so its rows are counted
+    in what was written instead of computed again."""
+    if unique:
+        s.execute("CREATE OR REPLACE TEMP VIEW latest AS SELECT * FROM checked")
+    else:
+        _latest(s, m.key)
+    path = silver_path(m.name)
+    exists = ctx.lake.exists(path)
     s.merge(
         ctx.lake,
-        silver_path(m.name),
+        path,
         f"SELECT *, {timestamp(now)} AS _updated_at FROM latest",
         on=[m.key],
         metadata=_meta(ctx, rec, None if exists else m, stamp=now),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
     )
+    if streamed:
+        s.read_lake("created", ctx.lake, path)
+        return _counts(s, "created")
     return _counts(s, "latest")
 
 
