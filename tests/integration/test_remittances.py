@@ -386,6 +386,29 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
         } == m["denied"]
     plb = rows(project, "provider_adjustments")
     assert len(plb) == sum(m["plb"] for m in manifest.values())
+    # each claim's remittances numbered by payment date and key (reversals included), and the
+    # initial / final denials of a month taken from its first / last one that is no reversal,
+    # recomputed here from fact_remittance's rows
+    facts = project.sql("SELECT * FROM fact_remittance").to_pylist()
+    per_claim: dict[str, list[dict]] = {}
+    for r in facts:
+        per_claim.setdefault(r["claim_key"] or r["remittance_claim_key"], []).append(r)
+    expected: Counter[tuple[str, object, str]] = Counter()
+    for group in per_claim.values():
+        group.sort(key=lambda r: (r["payment_date"], r["remittance_claim_key"]))
+        assert [r["remittance_sequence"] for r in group] == list(range(1, len(group) + 1))
+        kept = [r for r in group if not r["is_reversal"]]
+        if kept and not kept[0]["is_duplicate"]:
+            month = (kept[0]["datasource"], kept[0]["payment_month"])
+            expected[(*month, "initial")] += kept[0]["is_denied"]
+            expected[(*month, "final")] += kept[-1]["is_denied"]
+    assert any(r["is_reversal"] for r in facts)
+    assert any(len(g) > 2 and any(r["is_reversal"] for r in g) for g in per_claim.values())
+    monthly = project.sql("SELECT * FROM mart_remittance_monthly").to_pylist()
+    for k in monthly:
+        month = (k["datasource"], k["month"])
+        assert k["claims_denied_initial"] == expected[(*month, "initial")], month
+        assert k["claims_denied_final"] == expected[(*month, "final")], month
     # duplicates (CARC 18) are counted apart and kept out of the denial rates
     kpi = project.sql(
         "SELECT sum(duplicate_claims) AS d, sum(claims_denied_initial) AS n FROM mart_remittance_monthly"

@@ -5,6 +5,18 @@
 -- nor patient responsibility). A reversal (CLP02 = 22) is never a denial.
 WITH r AS (
     SELECT * FROM silver.remittance_claims WHERE NOT is_quarantined
+), repeated AS (
+    -- claims with more than one remittance: only their rows are numbered by a window (most
+    -- have one, numbered 1; a window over every row sorted all of them with their columns:
+    -- at scale 10, 14.6 s of the model's 20.9)
+    SELECT coalesce(claim_key, remittance_claim_key) AS claim
+    FROM silver.remittance_claims WHERE NOT is_quarantined GROUP BY 1 HAVING count(*) > 1
+), sequence AS (
+    SELECT remittance_claim_key,
+           row_number() OVER (PARTITION BY coalesce(claim_key, remittance_claim_key)
+                              ORDER BY payment_date, remittance_claim_key) AS remittance_sequence
+    FROM silver.remittance_claims
+    WHERE NOT is_quarantined AND coalesce(claim_key, remittance_claim_key) IN (SELECT claim FROM repeated)
 ), carc AS (
     SELECT carc_code, category FROM silver.carc_codes WHERE is_current AND NOT is_quarantined
 ), a AS (
@@ -52,9 +64,9 @@ SELECT
     CAST(coalesce(a.denial, 0) AS DECIMAL(18, 2)) AS denial_adjustment,
     CASE WHEN r.payment_date >= fc.claim_date THEN date_diff('day', fc.claim_date, r.payment_date) END
         AS days_claim_to_remittance,
-    row_number() OVER (PARTITION BY coalesce(r.claim_key, r.remittance_claim_key)
-                       ORDER BY r.payment_date, r.remittance_claim_key) AS remittance_sequence,
+    coalesce(q.remittance_sequence, 1) AS remittance_sequence,
     r.source_file
 FROM r
 LEFT JOIN a ON a.remittance_claim_key = r.remittance_claim_key
 LEFT JOIN gold.fact_claim fc ON fc.claim_key = r.claim_key
+LEFT JOIN sequence q ON q.remittance_claim_key = r.remittance_claim_key

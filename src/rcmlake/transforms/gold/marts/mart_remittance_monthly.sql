@@ -2,10 +2,11 @@
 -- datasource and the month of each claim's first remittance. Per claim: the first remittance is
 -- its initial adjudication, the last its final one; reversals (CLP02 = 22) are left out, and
 -- claims denied as exact duplicates (CARC 18) count in neither side of a denial rate.
-WITH f AS (
-    SELECT *, coalesce(claim_key, remittance_claim_key) AS k FROM gold.fact_remittance WHERE NOT is_reversal
-), seq AS (
-    SELECT *, row_number() OVER (PARTITION BY k ORDER BY payment_date, remittance_claim_key) AS n FROM f
+WITH seq AS (
+    -- a claim's remittances in order: fact_remittance numbers them (reversals included) in
+    -- the order of payment date and key, which orders the ones kept here the same way
+    SELECT *, coalesce(claim_key, remittance_claim_key) AS k, remittance_sequence AS n
+    FROM gold.fact_remittance WHERE NOT is_reversal
 ), per_claim AS (
     SELECT
         k,
