@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from rcmlake.config.models import ProjectConfig
@@ -87,6 +88,10 @@ def with_lineage(
 
     ``_batch_id`` and ``_ingested_at`` come from the load record, ``_source`` names
     where the rows came from; ``extra`` adds more constant columns (``_file_sha256``).
+
+    The text columns are dictionary-encoded (one value, an index per row): the Delta
+    writer stores them as plain strings, and repeating each value per row cost 0.36 s
+    per column for an 835 month's 3.5M segments, on the critical path of bronze.
     """
     if isinstance(data, pa.Table):
         data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
@@ -96,14 +101,25 @@ def with_lineage(
         "_source": pa.scalar(source),
         **{name: pa.scalar(value) for name, value in extra.items()},
     }
+    texts = {name for name, value in columns.items() if pa.types.is_string(value.type)}
     schema = data.schema
     for name, value in columns.items():
-        schema = schema.append(pa.field(name, value.type))
+        kind = pa.dictionary(pa.int32(), value.type) if name in texts else value.type
+        schema = schema.append(pa.field(name, kind))
     reader = data
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
-            arrays = [*batch.columns, *(pa.repeat(v, batch.num_rows) for v in columns.values())]
+            zeros = pa.array(np.zeros(batch.num_rows, np.int32))
+            arrays = [
+                *batch.columns,
+                *(
+                    pa.DictionaryArray.from_arrays(zeros, pa.array([v.as_py()], v.type))
+                    if name in texts
+                    else pa.repeat(v, batch.num_rows)
+                    for name, v in columns.items()
+                ),
+            ]
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
