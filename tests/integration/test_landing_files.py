@@ -116,7 +116,6 @@ def test_claims_are_typed_and_bad_rows_kept_with_reasons(workdir: Path) -> None:
     assert types["ClaimAmount"] == "decimal128(18, 2)" and types["ServiceDate"] == "date32[day]"
     # the lineage columns are written from one-value dictionaries, and stored as text
     assert {types[c] for c in ("_file_sha256", "_batch_id", "_source")} == {"string"}
-    assert claims.column("_batch_id").unique().to_pylist() == [claims["_batch_id"][0].as_py()]
     malformed = claims.filter(pc.invert(pc.is_null(claims["_malformed_line"])))
     defects = manifest["defects"]["hospital_a"]
     assert (
