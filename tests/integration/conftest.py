@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: moto's S3 server on loopback and a bucket on it."""
+"""Fixtures of the integration tests: moto's S3 server on loopback and a bucket on it, and
+a record of the comparisons gold's incremental plan makes."""
 
 from __future__ import annotations
 
@@ -63,3 +64,19 @@ def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         "s3", endpoint_url=s3_endpoint, aws_access_key_id="x", aws_secret_access_key="y"
     ).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every comparison gold's plan makes (``_Changes._diff``), as ``[old, *columns]``."""
+    from rcmlake.layers.gold import _Changes
+
+    made: list[list[str]] = []
+    real_diff = _Changes._diff
+
+    def spy(self: _Changes, old: str, new: str, columns: list[str], where: str) -> str | None:
+        made.append([old, *columns])
+        return real_diff(self, old, new, columns, where)
+
+    monkeypatch.setattr(_Changes, "_diff", spy)
+    return made

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from rcmlake.layers.gold import _Changes, gold_path
+from rcmlake.layers.gold import gold_path
 from rcmlake.layers.silver import STAMP
 from rcmlake.project import Project, RunResult
 from rcmlake.synth import SynthSpec, synth_manifest, synthesize, touch
@@ -215,7 +215,7 @@ def test_a_month_of_updates_a_rollback_and_a_vacuum(template: Path, tmp_path: Pa
 
 
 def test_keys_written_since_the_release_are_found_by_the_commits_stamps(
-    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    template: Path, tmp_path: Path, compared: list[list[str]]
 ) -> None:
     """Silver's key-preserving writes record the ``_updated_at`` they stamp; gold finds the
     keys written since its release by those values, not by comparing two versions of the
@@ -225,15 +225,7 @@ def test_keys_written_since_the_release_are_found_by_the_commits_stamps(
     work = tmp_path / "work"
     project = make_project(work)
     assert project.run().exit_code == 0
-    compared: list[list[str]] = []
-    real_diff = _Changes._diff
-
-    def spy(self: _Changes, old: str, new: str, columns: list[str], where: str) -> str | None:
-        compared.append([old, *columns])
-        return real_diff(self, old, new, columns, where)
-
-    monkeypatch.setattr(_Changes, "_diff", spy)
-
+    compared.clear()
     edited = sum(touch(work, 0.01).values())
     assert edited > 0
     result = project.run()
