@@ -13,6 +13,7 @@ import math
 import shutil
 import socket
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rcmlake.engines.dialect import to_spark
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.engines.spark import SparkEngine
 from rcmlake.errors import ConfigError
+from rcmlake.layers import silver
 from rcmlake.layers.silver import STAMP
 from rcmlake.project import Project
 from rcmlake.storage.delta import VOUCHES_FOR
@@ -134,6 +136,40 @@ def test_spark_builds_the_same_silver_and_gold_as_duckdb(
     # the KPIs are in gold's marts, compared above; and they are not empty
     kpis = spark.lake.read("gold/mart_kpi_monthly")
     assert kpis is not None and kpis.num_rows > 0
+
+
+def test_remittances_build_the_same_on_both_engines(
+    tmp_path: Path, spark_remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """835 remittances through both engines: claim adjustments stream into their new table
+    (``silver._streamed``), remittance claims join claims, and gold numbers each claim's
+    remittances; every remittance table is the same on both."""
+    synthesize(tmp_path, replace(SMALL, remittances=True))
+    duck = _twin(tmp_path, "duck", {"engine": "duckdb"})
+    spark = _twin(tmp_path, "spark", {"engine": "spark", "spark_remote": spark_remote})
+    streamed: list[tuple[str, bool]] = []
+    real = silver._streamed
+
+    def spy(s: Any, ctx: Any, m: Any) -> bool:
+        streamed.append((m.name, real(s, ctx, m)))
+        return streamed[-1][1]
+
+    monkeypatch.setattr(silver, "_streamed", spy)
+    _same_bronze(duck, spark)
+    _transform(duck)
+    _transform(spark)
+    assert streamed.count(("claim_adjustments", True)) == 2  # on each engine
+    assert ("remittance_claims", True) not in streamed
+    for path in (
+        "silver/claim_adjustments",
+        "silver/remittance_claims",
+        "gold/fact_remittance",
+        "gold/fact_adjustment",
+        "gold/mart_remittance_monthly",
+    ):
+        assert rows(duck, path) == rows(spark, path), path
+    facts = spark.lake.read("gold/fact_remittance")
+    assert facts is not None and max(facts["remittance_sequence"].to_pylist()) > 1
 
 
 def test_spark_commits_carry_rcmlake_metadata(twins: tuple[Project, Project, Path]) -> None:
