@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: moto's S3 server on loopback and a bucket on it, and
-a record of the comparisons gold's incremental plan makes."""
+records of what gold's incremental plan compares and of what silver streams."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,19 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     monkeypatch.setattr(_Changes, "_diff", spy)
     return made
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each silver build's answer to whether it streams into a new table (``_streamed``)."""
+    from rcmlake.layers import silver
+
+    answers: list[tuple[str, bool]] = []
+    real = silver._streamed
+
+    def spy(s: Any, ctx: Any, m: Any) -> bool:
+        answers.append((m.name, real(s, ctx, m)))
+        return answers[-1][1]
+
+    monkeypatch.setattr(silver, "_streamed", spy)
+    return answers

@@ -25,7 +25,6 @@ from rcmlake.engines.dialect import to_spark
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.engines.spark import SparkEngine
 from rcmlake.errors import ConfigError
-from rcmlake.layers import silver
 from rcmlake.layers.silver import STAMP
 from rcmlake.project import Project
 from rcmlake.storage.delta import VOUCHES_FOR
@@ -139,7 +138,7 @@ def test_spark_builds_the_same_silver_and_gold_as_duckdb(
 
 
 def test_remittances_build_the_same_on_both_engines(
-    tmp_path: Path, spark_remote: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, spark_remote: str, streamed: list[tuple[str, bool]]
 ) -> None:
     """835 remittances through both engines: claim adjustments stream into their new table
     (``silver._streamed``), remittance claims join claims, and gold numbers each claim's
@@ -147,14 +146,6 @@ def test_remittances_build_the_same_on_both_engines(
     synthesize(tmp_path, replace(SMALL, remittances=True))
     duck = _twin(tmp_path, "duck", {"engine": "duckdb"})
     spark = _twin(tmp_path, "spark", {"engine": "spark", "spark_remote": spark_remote})
-    streamed: list[tuple[str, bool]] = []
-    real = silver._streamed
-
-    def spy(s: Any, ctx: Any, m: Any) -> bool:
-        streamed.append((m.name, real(s, ctx, m)))
-        return streamed[-1][1]
-
-    monkeypatch.setattr(silver, "_streamed", spy)
     _same_bronze(duck, spark)
     _transform(duck)
     _transform(spark)
