@@ -101,7 +101,12 @@ def with_lineage(
         "_source": pa.scalar(source),
         **{name: pa.scalar(value) for name, value in extra.items()},
     }
-    texts = {name for name, value in columns.items() if pa.types.is_string(value.type)}
+    # each text value once, as the dictionary its column's indices point into
+    texts = {
+        name: pa.array([value.as_py()], value.type)
+        for name, value in columns.items()
+        if pa.types.is_string(value.type)
+    }
     schema = data.schema
     for name, value in columns.items():
         kind = pa.dictionary(pa.int32(), value.type) if name in texts else value.type
@@ -114,7 +119,7 @@ def with_lineage(
             arrays = [
                 *batch.columns,
                 *(
-                    pa.DictionaryArray.from_arrays(zeros, pa.array([v.as_py()], v.type))
+                    pa.DictionaryArray.from_arrays(zeros, texts[name])
                     if name in texts
                     else pa.repeat(v, batch.num_rows)
                     for name, v in columns.items()

@@ -257,9 +257,14 @@ def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> 
         s.execute(
             "CREATE OR REPLACE TEMP VIEW deduped AS SELECT *, false AS _conflict FROM modeled"
         )
-        evaluate(s, ctx, m, "deduped", "checked")
-        return
-    key = m.key
+    else:
+        _dedupe(s, m.key)
+    evaluate(s, ctx, m, "deduped", "checked")
+
+
+def _dedupe(s: EngineSession, key: str) -> None:
+    """View ``deduped``: ``modeled`` without exact repeats, with ``_conflict`` on the rows
+    that share key and source time but differ."""
     # per (key, source time), sorted: exact repeats are adjacent (the one of the smallest
     # batch id comes first and is kept), and more than one content shows as a first hash
     # that differs from the last (a DISTINCT window aggregate says the same, but Spark has none)
@@ -276,7 +281,6 @@ def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> 
     window_repeats(
         s, "deduped", "modeled", [key, "source_modified_at"], windowed, "false AS _conflict"
     )
-    evaluate(s, ctx, m, "deduped", "checked")
 
 
 def window_repeats(
