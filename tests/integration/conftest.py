@@ -91,8 +91,8 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     answers: list[tuple[str, bool]] = []
     real = silver._streamed
 
-    def spy(s: Any, ctx: Any, m: Any) -> bool:
-        answers.append((m.name, real(s, ctx, m)))
+    def spy(ctx: Any, m: Any, unique: bool | None) -> bool:
+        answers.append((m.name, real(ctx, m, unique)))
         return answers[-1][1]
 
     monkeypatch.setattr(silver, "_streamed", spy)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.compute as pc
@@ -510,3 +512,94 @@ def test_four_hospitals_each_land_with_their_own_layout_and_exact_quarantine(
         "SELECT datasource, count(*) FROM p WHERE is_current AND last_name IS NOT NULL GROUP BY 1"
     ).fetchall()
     assert {ds for ds, n in named if n > 0} == set(held)  # layout B mapped at B and D
+
+
+EDGE_CLAIMS = [
+    # CLAIM000002 again, newer than every monthly file's row, with a NULL source time (older
+    # than any time: left out) and an older version that fails a rule (superseded: never checked)
+    ("CLAIM000002", "2025-01-03", "266.02", "2099-01-01"),
+    ("CLAIM000002", "2025-01-03", "266.02", ""),
+    ("CLAIM000002", "2025-01-03", "-5.00", "2025-01-04"),
+    # two contents at one key and time (the newest): both stay, as a conflict
+    ("CLAIM900001", "2025-01-05", "100.00", "2025-02-01"),
+    ("CLAIM900001", "2025-01-05", "101.00", "2025-02-01"),
+    ("CLAIM900001", "2025-01-05", "99.00", "2025-01-20"),
+    # only NULL source times: every row stays for the newest-row pick
+    ("CLAIM900002", "2025-01-05", "10.00", ""),
+    ("CLAIM900002", "2025-01-05", "11.00", ""),
+    # no claim id: keyed by the row hash, which the narrow pass does not compute
+    ("", "2025-01-05", "12.00", "2025-02-01"),
+    ("", "2025-01-05", "12.00", "2025-02-01"),
+    ("", "2025-01-05", "13.00", "2025-02-02"),
+]
+
+
+def test_older_versions_left_out_before_the_rules_change_nothing_written(
+    tmp_path: Path, synth_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims come again in every monthly file: silver leaves each key's older rows out
+    before the rules and the repeats search (``_newest_rows``). Built with that forced on
+    and with it off, from the same files plus edge rows (NULL times, ties at the newest
+    time, older versions that fail a rule, keys that fall back to the row hash), silver
+    claims hold the same rows and the run counts the same."""
+    from rcmlake.layers import silver as layer
+
+    header = (synth_template / "landing/claims/hospital1_claims_2025_01.csv").read_text()
+    header = header.splitlines()[0]
+    lines = [header] + [
+        f'"{cid}","TRANS000002","HOSP1-000044","ENC000002","H1-PROV0021","DEPT009","2025-01-01",'
+        f'"{claim_date}","Aetna","{amount}","0","Denied","Private","0","0","0","2025-01-03","{mod}"'
+        for cid, claim_date, amount, mod in EDGE_CLAIMS
+    ]
+    real = layer._newest_rows
+    left_out: list[str] = []
+
+    def forced(s: Any, ctx: Any, m: Any) -> tuple[str, bool | None]:
+        got = real(s, ctx, m)
+        if got[0] != m.sql:
+            left_out.append(m.name)
+        return got
+
+    built, projects = {}, {}
+    for name, newest in (("on", forced), ("off", lambda s, c, m: (m.sql, None))):
+        work = tmp_path / name
+        shutil.copytree(synth_template, work)
+        (work / "landing/claims/hospital1_claims_2025_05.csv").write_text("\n".join(lines) + "\n")
+        monkeypatch.setattr(layer, "LEAVE_OUT_SHARE", 0.0)  # however few the repeats
+        monkeypatch.setattr(layer, "_newest_rows", newest)
+        project = projects[name] = make_project(work)
+        result = project.run(["bronze", "silver"])
+        assert result.exit_code == 0
+        (rec,) = [r for r in result.records if r.layer == "silver" and r.table == "claims"]
+        con = duckdb.connect()
+        con.register("claims", project.lake.dataset(silver_path("claims")))
+        held = con.execute(
+            "SELECT * EXCLUDE (_batch_id, _updated_at) FROM claims ORDER BY ALL"
+        ).fetchall()
+        built[name] = (held, (rec.rows_read, rec.rows_written, rec.rows_quarantined))
+    assert "claims" in left_out
+    assert built["on"] == built["off"]
+    held, (read, written, _) = built["on"]
+    staged = sum(
+        len(f.read_text().splitlines()) - 1 for f in (synth_template / "landing/claims").glob("*")
+    )
+    assert read == staged + len(EDGE_CLAIMS) and written == len(held)
+    edge = {
+        (r["claim_id"], str(r["claim_amount"])): (r["dq_failures"], r["source_modified_at"])
+        for r in silver(projects["on"], "claims").to_pylist()
+        if r["datasource"] == "hospital_a"
+        and r["claim_id"] in (None, "CLAIM000002", "CLAIM900001", "CLAIM900002")
+    }
+    assert edge[("CLAIM000002", "266.02")][1].year == 2099  # the newest, alone
+    assert [k for k in edge if k[0] == "CLAIM000002"] == [("CLAIM000002", "266.02")]
+    # the tie at the newest time: one row kept, flagged as a conflict
+    ((_, tie),) = [(k, v) for k, v in edge.items() if k[0] == "CLAIM900001"]
+    assert tie[0] == ["unique_key"]
+    assert len([k for k in edge if k[0] == "CLAIM900002"]) == 1
+    # without a claim id: one row per content (the exact repeat once)
+    unkeyed = [
+        str(r["claim_amount"])
+        for r in silver(projects["on"], "claims").to_pylist()
+        if r["datasource"] == "hospital_a" and r["claim_id"] is None and r["malformed_line"] is None
+    ]
+    assert sorted(unkeyed) == ["12.00", "13.00"]

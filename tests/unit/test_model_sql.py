@@ -61,3 +61,33 @@ def test_the_check_finds_a_membership_list_that_is_not_distinct() -> None:
     )
     via_cte = "WITH r AS (SELECT DISTINCT datasource FROM b) " + sql.replace("FROM b", "FROM r")
     assert _distinct(_membership_lists(via_cte)[0])
+
+
+def test_a_key_is_found_without_the_row_hash_only_where_that_leaves_it_as_it_is() -> None:
+    """``_key_shape``: a key that uses ``_row_hash`` only where every other value is missing
+    (the last argument of a COALESCE, under operators that keep NULL) can be computed with
+    the hash as NULL; any other use, or a model that joins, cannot."""
+    from rcmlake.layers.silver import _key_shape
+    from rcmlake.transforms import model
+
+    t = "CAST(m AS TIMESTAMP) AS source_modified_at"
+    shape = {
+        "SELECT trim(id) || '-' || datasource AS k": "plain",
+        "SELECT coalesce(trim(id), 'unkeyed:' || _row_hash) || '-' || datasource AS k": "fallback",
+        "SELECT coalesce(trim(id), trim(alt), lower(_row_hash)) AS k": "fallback",
+        # the hash first: with it NULL the key would be ``id``, with it the hash
+        "SELECT coalesce(_row_hash, id) AS k": None,
+        # concat() reads NULL as '': the key would be 'x' for every row without the hash
+        "SELECT concat('x', _row_hash) AS k": None,
+        "SELECT CASE WHEN _row_hash IS NULL THEN id END AS k": None,
+    }
+    for select, want in shape.items():
+        assert _key_shape(f"{select}, {t} FROM stage", "k") == want, select
+    assert _key_shape(f"SELECT s.id AS k, {t} FROM stage s JOIN x ON x.id = s.id", "k") is None
+    assert _key_shape("SELECT id AS k, _row_hash AS source_modified_at FROM stage", "k") is None
+    assert _key_shape("SELECT id AS k FROM stage", "k") is None  # no source time to order by
+    # the shipped models: claims and transactions fall back to the hash, adjustments do not
+    assert _key_shape(model("silver", "claims").sql, "claim_key") == "fallback"
+    assert _key_shape(model("silver", "transactions").sql, "transaction_key") == "fallback"
+    assert _key_shape(model("silver", "claim_adjustments").sql, "adjustment_key") == "plain"
+    assert _key_shape(model("silver", "remittance_claims").sql, "remittance_claim_key") is None

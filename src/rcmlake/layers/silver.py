@@ -118,11 +118,16 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
         parts.append(_typed_select(s, ctx, m, ds, rel, list(s.columns(rel)), batches))
     if parts:
         s.union_all_by_name("stage0", parts)
-        cdm = [c for c in s.columns("stage0") if c not in LINEAGE]
-        s.execute(
-            f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {ctx.engine.row_hash(cdm)} AS _row_hash FROM stage0"
-        )
+        _stage_view(s, ctx)
     return staged
+
+
+def _stage_view(s: EngineSession, ctx: RunContext, hashed: bool = True) -> None:
+    """View ``stage``: ``stage0`` with ``_row_hash``, the md5 of its CDM columns (or, not
+    ``hashed``, NULL: for a pass that needs the keys alone, see ``_newest_rows``)."""
+    cdm = [c for c in s.columns("stage0") if c not in LINEAGE]
+    row_hash = ctx.engine.row_hash(cdm) if hashed else "CAST(NULL AS VARCHAR)"
+    s.execute(f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {row_hash} AS _row_hash FROM stage0")
 
 
 def _typed_select(
@@ -211,40 +216,108 @@ def _unique_keys(s: EngineSession, relation: str, key: str) -> bool:
     )
 
 
-def _streamed(s: EngineSession, ctx: RunContext, m: Model) -> bool:
-    """Whether this build creates upsert entity ``m`` from rows that hold each key once, so
-    they can stream from bronze into the new table without being materialised first: no
-    repeat to drop, no newest row per key to pick, one pass (claim adjustments, 17.4M rows
-    at scale 10: 43.0 → 26.5 s). Asked only of a model that projects ``stage`` alone, with a
-    key computed without the row hash: the question then costs a scan of the key, not the
-    typing and hashing of every column (asked of claims, whose key falls back to its row
-    hash, it took 20.8 s), nor the joins of a model that looks up other entities (remittance
-    claims: 30.0 → 46.9 s, their lookups computed twice)."""
+def _streamed(ctx: RunContext, m: Model, unique: bool | None) -> bool:
+    """Whether this build creates upsert entity ``m`` from rows that hold each key once
+    (``unique``, from ``_newest_rows``), so they can stream from bronze into the new table
+    without being materialised first: no repeat to drop, no newest row per key to pick, one
+    pass (claim adjustments, 17.4M rows at scale 10: 43.0 → 26.5 s). Only for a model that
+    projects ``stage`` alone with a key computed without the row hash: streamed, a model
+    that looks up other entities would compute its joins twice, once for the keys (remittance
+    claims: 30.0 → 46.9 s)."""
     return (
         m.history == "upsert"
-        and _projects_stage(m.sql, m.key)
+        and _key_shape(m.sql, m.key) == "plain"
         and not ctx.lake.exists(silver_path(m.name))
-        and _unique_keys(s, "model_rows", m.key)
+        and bool(unique)
     )
 
 
+# each path upwards from ``_row_hash`` to a key may pass only nodes that give NULL for a
+# NULL argument, or be the last argument of a COALESCE
+_NULL_KEEPING = (exp.DPipe, exp.Paren, exp.Trim, exp.Lower, exp.Upper, exp.Cast)
+
+
 @cache
-def _projects_stage(sql: str, key: str) -> bool:
-    """Whether the model only projects ``stage`` (no join, no subquery) and computes ``key``
-    without ``_row_hash``: then its keys cost a scan of ``stage``'s key columns to check (a
-    model that joins other entities computes their joins for it; False if unknown)."""
+def _key_shape(sql: str, key: str) -> str | None:
+    """How a model that only projects ``stage`` (no join, no subquery) computes ``key``:
+    ``"plain"`` without ``_row_hash``; ``"fallback"`` with it only where every other value
+    is missing (``coalesce(trim(id), 'unkeyed:' || _row_hash) || '-' || datasource``); None
+    otherwise, or for a model that joins (its keys would cost its joins to compute).
+
+    With ``_row_hash`` as NULL a fallback key is NULL where it would use the hash, and the
+    key itself everywhere else: the keys can then be found without hashing every row."""
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.SqlglotError:
-        return False
+        return None
     if not isinstance(tree, exp.Select) or any(
         isinstance(node, exp.Join | exp.Subquery | exp.With) for node in tree.walk()
     ):
-        return False
-    for projection in tree.expressions:
-        if projection.alias_or_name == key:
-            return all(c.name != "_row_hash" for c in projection.find_all(exp.Column))
-    return False
+        return None
+    found = {p.alias_or_name: p for p in tree.expressions}
+    if key not in found or "source_modified_at" not in found:
+        return None
+    if any(c.name == "_row_hash" for c in found["source_modified_at"].find_all(exp.Column)):
+        return None
+    hashes = [c for c in found[key].find_all(exp.Column) if c.name == "_row_hash"]
+    for node in hashes:
+        while not isinstance(node.parent, exp.Alias | exp.Select):
+            parent = node.parent
+            last = isinstance(parent, exp.Coalesce) and node is (parent.expressions or [None])[-1]
+            if not (last or isinstance(parent, _NULL_KEEPING)):
+                return None
+            node = parent
+    return "fallback" if hashes else "plain"
+
+
+# leave out older versions when at least this share of the staged rows repeats a key
+LEAVE_OUT_SHARE = 0.05
+
+
+def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool | None]:
+    """The rows of upsert ``m`` worth checking, as SQL, and whether they hold each key once
+    (None: not known; ``modeled`` is asked).
+
+    An upsert writes each key's newest row only (``_latest``). When keys come again in the
+    staged rows (claims: every monthly file sends the open claims again, 17M rows for 9.7M
+    keys at scale 10), the rows older than their key's newest are left out here, before
+    the rules look them up, the rows are materialised and the repeats searched. Which rows
+    those are is found from the keys and source times alone, with ``_row_hash`` as NULL
+    (``_key_shape``): a scan of the key columns, not the typing and hashing of every row.
+
+    A row is left out only when another row of its key is newer (NULL is older than any
+    time); rows whose key the pass could not compute, and ties, stay for ``check``."""
+    shape = _key_shape(m.sql, m.key) if m.history == "upsert" else None
+    if shape is None:
+        return m.sql, None
+    _stage_view(s, ctx, hashed=False)
+    try:
+        s.materialize(
+            "newest_keys",
+            f"SELECT {m.key} AS _k, max(source_modified_at) AS _top, count(*) AS _rows "
+            f"FROM ({m.sql}) AS keys GROUP BY {m.key} "
+            # a key the pass left NULL stands for keys it could not compute
+            f"HAVING count(*) > 1{' OR _k IS NULL' if shape == 'fallback' else ''}",
+        )
+    finally:
+        _stage_view(s, ctx)
+    got = s.sql(
+        "SELECT count(*) AS n, coalesce(sum(_rows - 1) FILTER (WHERE _k IS NOT NULL), 0) "
+        "AS extra, (SELECT count(*) FROM stage0) AS staged FROM newest_keys"
+    ).to_pylist()[0]
+    if not got["n"]:
+        s.drop("newest_keys")
+        return m.sql, True
+    if got["extra"] < LEAVE_OUT_SHARE * got["staged"]:
+        # few repeats (re-read boundary rows, mostly exact copies): the join that would
+        # leave them out costs more than checking them; the repeats are known
+        s.drop("newest_keys")
+        return m.sql, False if got["extra"] else None
+    older = "model.source_modified_at < n._top OR model.source_modified_at IS NULL"
+    return (
+        f"SELECT model.* FROM ({m.sql}) AS model LEFT JOIN newest_keys n "
+        f"ON model.{m.key} = n._k WHERE n._k IS NULL OR n._top IS NULL OR NOT ({older})"
+    ), None
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> None:
@@ -550,25 +623,31 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             # of a run with nothing new; a datasource emptied above counts as a change)
             before = _looked_up_versions(ctx, m)
             register_silver(s, ctx, references(ctx.config, m))
+            rows, unique = _newest_rows(s, ctx, m)
             s.execute(
                 f"CREATE OR REPLACE TEMP VIEW model_rows AS SELECT *{verdicts(ctx, m)} "
-                f"FROM (\n{m.sql}\n) AS model"
+                f"FROM (\n{rows}\n) AS model"
             )
-            streamed = _streamed(s, ctx, m)
+            streamed = _streamed(ctx, m, unique)
             if streamed:
                 s.execute("CREATE OR REPLACE TEMP VIEW modeled AS SELECT * FROM model_rows")
             else:
                 # computed once: typing, hashing, the model and the rules' lookups are most
                 # of silver's cost; what is built from it (``checked``) are views
                 s.materialize("modeled", "SELECT * FROM model_rows")
-            rec.rows_read = s.scalar("SELECT count(*) FROM modeled")
+            # the rows staged, older versions left out by ``_newest_rows`` included
+            rec.rows_read = s.scalar(
+                f"SELECT count(*) FROM {'stage0' if rows != m.sql else 'modeled'}"
+            )
             # an upsert's rows with a key each (a first build, most incremental runs) have
             # no repeats to find: two aggregates over every key saved (4.6 + 5.2 s at 17M)
-            unique = streamed or (m.history == "upsert" and _unique_keys(s, "modeled", m.key))
+            if m.history == "upsert" and unique is None:
+                unique = _unique_keys(s, "modeled", m.key)
+            unique = bool(unique)
             check(s, ctx, m, unique)
             now = datetime.now(UTC)
             if m.history == "upsert":
-                written = _write_upsert(s, ctx, m, now, rec, unique, streamed)
+                written = _write_upsert(s, ctx, m, now, rec, unique)
             else:
                 written = {"full": _write_full, "scd2": _write_scd2}[m.history](s, ctx, m, now, rec)
             rec.rows_written, rec.rows_quarantined = written
@@ -687,13 +766,12 @@ def _write_upsert(
     now: datetime,
     rec: LoadRecord,
     unique: bool,
-    streamed: bool,
 ) -> tuple[int, int]:
     """Latest version per key; merge where content changed and the source is not older.
 
-    ``unique``: ``checked`` holds each key once, so it is the latest version. ``streamed``:
-    ``checked`` is computed as it is written (the table is created), so its rows are counted
-    in what was written instead of computed again."""
+    ``unique``: ``checked`` holds each key once, so it is the latest version. A write that
+    creates the table counts its rows in what it wrote, instead of computing ``latest`` again
+    (streamed, it was never materialised; else its joins: 1.2 s at 10M transactions)."""
     if unique:
         s.execute("CREATE OR REPLACE TEMP VIEW latest AS SELECT * FROM checked")
     else:
@@ -709,7 +787,7 @@ def _write_upsert(
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
     )
-    if streamed:
+    if not exists:
         s.read_lake("created", ctx.lake, path)
         return _counts(s, "created")
     return _counts(s, "latest")
