@@ -8,6 +8,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import oxedi
 import pytest
 
 from rcmlake.engines.duckdb import size_bytes
@@ -340,6 +341,11 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
     manifest = synthesize(
         tmp_path, replace(SMALL, remittances=True, remittance_defects=True)
     ).manifest["remittances"]
+    # every file but the deliberately broken ones is one the implementation guide accepts:
+    # no finding, not even a warning (CLP06 "CI" of the 837 once drew one on every claim)
+    broken = {f for m in manifest.values() for f in m["broken_files"]}
+    written = [f for f in (tmp_path / "landing").rglob("*.835") if f.name not in broken]
+    assert written and all(not oxedi.parse_file(f).diagnostics for f in written)
     project = make_project(tmp_path)
     result = project.run()
     rejected = sorted(Path(r.source_file).name for r in result.records if r.status == "rejected")

@@ -36,7 +36,10 @@ DENIAL_MIX = {
     "Aetna": [("197", 0.30), ("16", 0.30), ("50", 0.20), ("18", 0.10), ("31", 0.10)],
     "UnitedHealthcare": [("16", 0.35), ("197", 0.25), ("50", 0.20), ("18", 0.10), ("29", 0.10)],
 }
+# CLP06, claim filing indicator: Medicare Part B, Medicaid, else a commercial PPO ("12"; the
+# 837's "CI" is not among the 835's codes, and oxedi warned of it on every claim)
 FILING = {"Medicare": "MB", "Medicaid": "MC"}
+COMMERCIAL = "12"
 PLB_CENTS = 2_500  # a provider-level adjustment of 25.00
 
 
@@ -136,7 +139,7 @@ def _month_claims(claims: pa.Table, rng: np.random.Generator) -> _Claims:
         charge=charge[rows],
         paid=np.where(is_paid, paid[rows], zero),
         patient=np.where(is_paid, (ded + coins + copay)[rows], zero),
-        filing=np.array([FILING.get(p, "CI") for p in payer[rows].tolist()], dtype=object),
+        filing=np.array([FILING.get(p, COMMERCIAL) for p in payer[rows].tolist()], dtype=object),
         service=claims["ServiceDate"].to_numpy(zero_copy_only=False)[rows].astype("datetime64[D]"),
         cas_group=groups,
         cas_reason=reasons,
@@ -153,7 +156,7 @@ def _one_claim(payer: str, claim_id: str, charge: int, paid: int, day: dt.date) 
         charge=np.array([charge]),
         paid=np.array([paid]),
         patient=np.array([0]),
-        filing=np.array(["CI"], dtype=object),
+        filing=np.array([FILING.get(payer, COMMERCIAL)], dtype=object),
         service=np.array([day], dtype="datetime64[D]"),
         cas_group=np.array([["CO", "", "", ""]], dtype=object),
         cas_reason=np.array([["45", "", "", ""]], dtype=object),
@@ -210,6 +213,7 @@ def _interchange(
             "payment_amount": _money(c.paid),
             "patient_responsibility": _money(c.patient),
             "filing_indicator": pa.array(c.filing, pa.string()),
+            "header_number": pa.repeat(pa.scalar(1, pa.int64()), n),  # LX01: one header per payment
             "payer_control_number": pc.binary_join_element_wise("PCN", claim_id, status, ""),
             "statement_from": pa.array(c.service, pa.date32()),
             "patient_last_name": pa.repeat(pa.scalar("SYNTHETIC"), n),
