@@ -97,3 +97,20 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 
     monkeypatch.setattr(silver, "_streamed", spy)
     return answers
+
+
+@pytest.fixture
+def left_out(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each silver build's answer to whether it left older versions out (``_newest_rows``)."""
+    from rcmlake.layers import silver
+
+    answers: list[tuple[str, bool]] = []
+    real = silver._newest_rows
+
+    def spy(s: Any, ctx: Any, m: Any) -> tuple[str, bool | None]:
+        got = real(s, ctx, m)
+        answers.append((m.name, got[0] != m.sql))
+        return got
+
+    monkeypatch.setattr(silver, "_newest_rows", spy)
+    return answers
