@@ -533,6 +533,16 @@ EDGE_CLAIMS = [
 ]
 
 
+def claims_file(header: str, claims: list[tuple[str, str, str, str]]) -> str:
+    """An insurer claims file of ``claims`` (claim id, claim date, amount, modified date)."""
+    lines = [header] + [
+        f'"{cid}","TRANS000002","HOSP1-000044","ENC000002","H1-PROV0021","DEPT009","2025-01-01",'
+        f'"{claim_date}","Aetna","{amount}","0","Denied","Private","0","0","0","2025-01-03","{mod}"'
+        for cid, claim_date, amount, mod in claims
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def test_older_versions_left_out_before_the_rules_change_nothing_written(
     tmp_path: Path,
     synth_template: Path,
@@ -548,29 +558,34 @@ def test_older_versions_left_out_before_the_rules_change_nothing_written(
 
     header = (synth_template / "landing/claims/hospital1_claims_2025_01.csv").read_text()
     header = header.splitlines()[0]
-    lines = [header] + [
-        f'"{cid}","TRANS000002","HOSP1-000044","ENC000002","H1-PROV0021","DEPT009","2025-01-01",'
-        f'"{claim_date}","Aetna","{amount}","0","Denied","Private","0","0","0","2025-01-03","{mod}"'
-        for cid, claim_date, amount, mod in EDGE_CLAIMS
-    ]
-    built, projects = {}, {}
     spy = layer._newest_rows  # the fixture's, recording what it left out
-    for name, newest in (("on", spy), ("off", lambda s, c, m: (m.sql, None))):
+    ways = {"on": spy, "off": lambda s, c, m: (m.sql, None)}
+    projects: dict[str, Project] = {}
+    for name in ways:
         work = tmp_path / name
         shutil.copytree(synth_template, work)
-        (work / "landing/claims/hospital1_claims_2025_05.csv").write_text("\n".join(lines) + "\n")
-        monkeypatch.setattr(layer, "LEAVE_OUT_SHARE", 0.0)  # however few the repeats
-        monkeypatch.setattr(layer, "_newest_rows", newest)
-        project = projects[name] = make_project(work)
-        result = project.run(["bronze", "silver"])
-        assert result.exit_code == 0
-        (rec,) = [r for r in result.records if r.layer == "silver" and r.table == "claims"]
-        con = duckdb.connect()
-        con.register("claims", project.lake.dataset(silver_path("claims")))
-        held = con.execute(
-            "SELECT * EXCLUDE (_batch_id, _updated_at) FROM claims ORDER BY ALL"
-        ).fetchall()
-        built[name] = (held, (rec.rows_read, rec.rows_written, rec.rows_quarantined))
+        (work / "landing/claims/hospital1_claims_2025_05.csv").write_text(
+            claims_file(header, EDGE_CLAIMS)
+        )
+        projects[name] = make_project(work)
+
+    def run_both() -> dict[str, tuple[list, tuple[int, int, int]]]:
+        built = {}
+        for name, newest in ways.items():
+            monkeypatch.setattr(layer, "LEAVE_OUT_SHARE", 0.0)  # however few the repeats
+            monkeypatch.setattr(layer, "_newest_rows", newest)
+            result = projects[name].run(["bronze", "silver"])
+            assert result.exit_code == 0
+            (rec,) = [r for r in result.records if r.layer == "silver" and r.table == "claims"]
+            con = duckdb.connect()
+            con.register("claims", projects[name].lake.dataset(silver_path("claims")))
+            held = con.execute(
+                "SELECT * EXCLUDE (_batch_id, _updated_at) FROM claims ORDER BY ALL"
+            ).fetchall()
+            built[name] = (held, (rec.rows_read, rec.rows_written, rec.rows_quarantined))
+        return built
+
+    built = run_both()
     assert ("claims", True) in left_out
     assert built["on"] == built["off"]
     held, (read, written, _) = built["on"]
@@ -597,3 +612,26 @@ def test_older_versions_left_out_before_the_rules_change_nothing_written(
         if r["datasource"] == "hospital_a" and r["claim_id"] is None and r["malformed_line"] is None
     ]
     assert sorted(unkeyed) == ["12.00", "13.00"]
+    # then two files at once into the existing table (a MERGE): newer versions of the edge
+    # claims, one older than what silver holds, which must not replace it
+    later = [
+        ("CLAIM900001", "2025-01-05", "102.00", "2025-03-01"),
+        ("CLAIM900002", "2025-01-05", "14.00", "2025-03-01"),
+        ("CLAIM000002", "2025-01-03", "1.00", "2025-03-01"),
+    ]
+    latest = [("CLAIM900001", "2025-01-05", "103.00", "2025-03-02")]
+    for name in ways:
+        for month, rows_ in (("06", later), ("07", latest)):
+            path = tmp_path / name / f"landing/claims/hospital1_claims_2025_{month}.csv"
+            path.write_text(claims_file(header, rows_))
+    left_out.clear()
+    again = run_both()
+    assert ("claims", True) in left_out
+    assert again["on"] == again["off"]
+    assert again["on"][1][0] == len(later) + len(latest)  # rows read: every staged row
+    now = {
+        r["claim_id"]: str(r["claim_amount"])
+        for r in silver(projects["on"], "claims").to_pylist()
+        if r["datasource"] == "hospital_a" and r["claim_id"] in ("CLAIM000002", "CLAIM900001")
+    }
+    assert now == {"CLAIM000002": "266.02", "CLAIM900001": "103.00"}
