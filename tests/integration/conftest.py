@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -83,34 +83,34 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return made
 
 
+def _silver_answers(
+    monkeypatch: pytest.MonkeyPatch, name: str, answer: Callable[[Any, Any], bool]
+) -> list[tuple[str, bool]]:
+    """``(entity, answer(result, model))`` for each call of ``silver.<name>``, whose
+    arguments include the model being built."""
+    from rcmlake.layers import silver
+    from rcmlake.transforms import Model
+
+    answers: list[tuple[str, bool]] = []
+    real = getattr(silver, name)
+
+    def spy(*args: Any) -> Any:
+        got = real(*args)
+        m = next(a for a in args if isinstance(a, Model))
+        answers.append((m.name, answer(got, m)))
+        return got
+
+    monkeypatch.setattr(silver, name, spy)
+    return answers
+
+
 @pytest.fixture
 def streamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Each silver build's answer to whether it streams into a new table (``_streamed``)."""
-    from rcmlake.layers import silver
-
-    answers: list[tuple[str, bool]] = []
-    real = silver._streamed
-
-    def spy(ctx: Any, m: Any, unique: bool | None) -> bool:
-        answers.append((m.name, real(ctx, m, unique)))
-        return answers[-1][1]
-
-    monkeypatch.setattr(silver, "_streamed", spy)
-    return answers
+    return _silver_answers(monkeypatch, "_streamed", lambda got, m: bool(got))
 
 
 @pytest.fixture
 def left_out(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Each silver build's answer to whether it left older versions out (``_newest_rows``)."""
-    from rcmlake.layers import silver
-
-    answers: list[tuple[str, bool]] = []
-    real = silver._newest_rows
-
-    def spy(s: Any, ctx: Any, m: Any) -> tuple[str, bool | None]:
-        got = real(s, ctx, m)
-        answers.append((m.name, got[0] != m.sql))
-        return got
-
-    monkeypatch.setattr(silver, "_newest_rows", spy)
-    return answers
+    return _silver_answers(monkeypatch, "_newest_rows", lambda got, m: got[0] != m.sql)
