@@ -625,6 +625,42 @@ def test_segments_cut_from_the_bytes_equal_oxedis_own(tmp_path: Path) -> None:
     assert _cut(doc.write(), len(doc), b"~", b"*") is None
 
 
+def test_segment_ids_read_from_their_first_bytes_equal_the_ids_searched_for() -> None:
+    """Ids are read from the bytes at offsets 2 and 3 when every id is two or three ASCII
+    characters; any other id (one or four characters, a separator first, text that is not
+    ASCII, a segment with no separator) makes the cut search every separator instead, and
+    both ways give each segment's text up to its first separator."""
+    import numpy as np
+    import pyarrow as pa
+
+    from rcmlake.sources.x835 import _cut, _ids, _searched_ids
+
+    def ids(text: str) -> tuple[list[str], list[str]]:
+        data = text.encode()
+        table = _cut(data, text.count("~"), b"~", b"*")
+        assert table is not None, text
+        buf = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(buf == ord("~")) + 1
+        starts = np.concatenate([[0], ends[:-1]])
+        raw = pa.array([p + "~" for p in text.split("~")[:-1]])
+        searched = _searched_ids(buf, starts, ends, ord("*")).to_pylist()
+        assert _ids(buf, raw, starts, ends, ord("*"), ord("~")).to_pylist() == searched
+        return table["segment_id"].to_pylist(), searched
+
+    plain = "ISA*00~GS*HP~ST*835~CLP*A*1~SE*4~"
+    assert ids(plain) == (["ISA", "GS", "ST", "CLP", "SE"],) * 2
+    for odd, expected in [
+        ("ISA*00~A*1~SE*2~", ["ISA", "A", "SE"]),
+        ("ISA*00~ABCD*1~", ["ISA", "ABCD"]),
+        ("ISA*00~*X~", ["ISA", ""]),
+        ("ISA*00~ÉT*1~", ["ISA", "ÉT"]),
+        ("ISA*00~SE~", ["ISA", "SE"]),
+        ("ISA*00~ABC~", ["ISA", "ABC"]),
+        ("ISA*00~LONGER~", ["ISA", "LONGER"]),
+    ]:
+        assert ids(odd) == (expected, expected), odd
+
+
 def test_an_835_parse_makes_room_in_the_engines_memory_limit(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -107,22 +107,49 @@ def _cut(data: bytes, n: int, terminator: bytes, separator: bytes) -> pa.Table |
     offsets = np.concatenate([[0], ends]).astype(np.int32)
     starts = offsets[:-1]
     raw = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[: ends[-1]]))
-    # the id: up to the first element separator, or the terminator
-    seps = np.flatnonzero(buf == separator[0])
-    k = np.searchsorted(seps, starts)
-    first = np.where(k < len(seps), seps[np.minimum(k, len(seps) - 1)], len(data))
-    lengths = np.minimum(first, ends - 1) - starts
-    id_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    picked = np.repeat(starts - id_offsets[:-1], lengths) + np.arange(id_offsets[-1])
-    ids = pa.StringArray.from_buffers(
-        n, pa.py_buffer(id_offsets), pa.py_buffer(buf[picked].tobytes())
-    )
     try:
         raw.validate(full=True)  # UTF-8; otherwise oxedi's bytes are decoded with replacement
+        ids = _ids(buf, raw, starts, ends, separator[0], terminator[0])
         ids.validate(full=True)
     except pa.ArrowInvalid:
         return None
     return pa.table({"segment": pa.array(np.arange(n), pa.int64()), "segment_id": ids, "raw": raw})
+
+
+def _ids(
+    buf: np.ndarray, raw: pa.StringArray, starts: np.ndarray, ends: np.ndarray, sep: int, term: int
+) -> pa.Array:
+    """Each segment's id: its text up to the first element separator (or the terminator).
+
+    X12 ids are two or three ASCII characters, so the bytes at offsets 2 and 3 say which;
+    only a file with another id searches every separator (``_searched_ids``), which cost
+    0.45 s of the 0.75 s this cut took for a 112 MB month, on bronze's critical path."""
+    last = len(buf) - 1
+    at = [buf[np.minimum(starts + k, last)] for k in range(4)]
+    stop = [np.isin(b, (sep, term)) & (starts + k < ends) for k, b in enumerate(at)]
+    ascii2 = ~stop[0] & ~stop[1] & (at[0] < 0x80) & (at[1] < 0x80)
+    two = ascii2 & stop[2]
+    three = ascii2 & ~stop[2] & (at[2] < 0x80) & stop[3]
+    if not (two | three).all():
+        return _searched_ids(buf, starts, ends, sep)
+    return pc.if_else(
+        pa.array(two),
+        pc.utf8_slice_codeunits(raw, 0, 2),  # code points: the same as bytes in ASCII
+        pc.utf8_slice_codeunits(raw, 0, 3),
+    )
+
+
+def _searched_ids(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, sep: int) -> pa.Array:
+    """``_ids`` for any id: up to the first separator found after each segment's start."""
+    seps = np.flatnonzero(buf == sep)
+    k = np.searchsorted(seps, starts)
+    first = np.where(k < len(seps), seps[np.minimum(k, len(seps) - 1)], len(buf))
+    lengths = np.minimum(first, ends - 1) - starts
+    id_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    picked = np.repeat(starts - id_offsets[:-1], lengths) + np.arange(id_offsets[-1])
+    return pa.StringArray.from_buffers(
+        len(starts), pa.py_buffer(id_offsets), pa.py_buffer(buf[picked].tobytes())
+    )
 
 
 def _decoded(table: pa.Table) -> pa.Table:
