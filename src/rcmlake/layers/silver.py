@@ -286,33 +286,48 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
     (``_key_shape``): a scan of the key columns, not the typing and hashing of every row.
 
     A row is left out only when another row of its key is newer (NULL is older than any
-    time); rows whose key the pass could not compute, and ties, stay for ``check``."""
+    time); rows whose key the pass could not compute, and ties, stay for ``check``.
+
+    The keys are first counted by their 64-bit hash: distinct hashes are distinct keys, so a
+    table with no hash twice has each key once, found without grouping its long text keys
+    (17.4M adjustment keys of 85 characters: 2.5 s by hash, 3.9 s by text). Only the keys
+    whose hash repeats are then grouped as text; a hash shared by two keys costs that
+    grouping, never a wrong answer."""
     shape = _key_shape(m.sql, m.key) if m.history == "upsert" else None
     if shape is None:
         return m.sql, None
+    # a key the pass left NULL stands for keys it could not compute
+    fallback = shape == "fallback"
     _stage_view(s, ctx, hashed=False)
     try:
         s.materialize(
+            "repeated_hashes",
+            f"SELECT hash({m.key}) AS _h, count(*) AS _rows, bool_or({m.key} IS NULL) AS _null "
+            f"FROM ({m.sql}) AS keys GROUP BY 1 "
+            f"HAVING count(*) > 1{f' OR bool_or({m.key} IS NULL)' if fallback else ''}",
+        )
+        got = s.sql(
+            "SELECT count(*) AS n, coalesce(sum(_rows - 1) FILTER (WHERE NOT _null), 0) AS extra, "
+            "(SELECT count(*) FROM stage0) AS staged FROM repeated_hashes"
+        ).to_pylist()[0]
+        if not got["n"]:
+            return m.sql, True
+        if got["extra"] < LEAVE_OUT_SHARE * got["staged"]:
+            # few repeats (re-read boundary rows, mostly exact copies): the join that would
+            # leave them out costs more than checking them; the repeats are known (or the
+            # hashes of two keys are equal: ``check`` finds them distinct)
+            return m.sql, False if got["extra"] else None
+        s.materialize(
             "newest_keys",
             f"SELECT {m.key} AS _k, max(source_modified_at) AS _top, count(*) AS _rows "
-            f"FROM ({m.sql}) AS keys GROUP BY {m.key} "
-            # a key the pass left NULL stands for keys it could not compute
-            f"HAVING count(*) > 1{' OR _k IS NULL' if shape == 'fallback' else ''}",
+            f"FROM ({m.sql}) AS keys "
+            f"WHERE hash({m.key}) IN (SELECT _h FROM repeated_hashes) GROUP BY {m.key} "
+            f"HAVING count(*) > 1{' OR _k IS NULL' if fallback else ''}",
         )
+        s.scalar("SELECT count(*) FROM newest_keys")  # computed (Spark caches lazily) first
     finally:
+        s.drop("repeated_hashes")
         _stage_view(s, ctx)
-    got = s.sql(
-        "SELECT count(*) AS n, coalesce(sum(_rows - 1) FILTER (WHERE _k IS NOT NULL), 0) "
-        "AS extra, (SELECT count(*) FROM stage0) AS staged FROM newest_keys"
-    ).to_pylist()[0]
-    if not got["n"]:
-        s.drop("newest_keys")
-        return m.sql, True
-    if got["extra"] < LEAVE_OUT_SHARE * got["staged"]:
-        # few repeats (re-read boundary rows, mostly exact copies): the join that would
-        # leave them out costs more than checking them; the repeats are known
-        s.drop("newest_keys")
-        return m.sql, False if got["extra"] else None
     older = "model.source_modified_at < n._top OR model.source_modified_at IS NULL"
     return (
         f"SELECT model.* FROM ({m.sql}) AS model LEFT JOIN newest_keys n "
