@@ -178,6 +178,90 @@ def test_an_unbalanced_file_is_loaded_and_its_rows_quarantined(workdir: Path) ->
     assert project.sql("SELECT count(*) FROM fact_remittance").column(0)[0].as_py() == 1
 
 
+def test_totals_bronze_sums_equal_those_silver_sums_for_rows_an_older_bronze_loaded(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bronze sums each claim's and line's CAS as it reads the 835 (``adjustment_total``).
+    A lake whose bronze was written before it did has no such column, or NULL in it once a
+    newer file added it: silver then sums ``claim_adjustments`` itself, and the totals and
+    the balancing verdicts are the same either way."""
+    import shutil
+
+    from rcmlake.sources import x835
+
+    separate = corpus() / "835" / "X221-dollars-and-data-sent-separate.edi"
+    files = [f for f in sorted((corpus() / "835").glob("*.edi")) if f != separate]
+    for f in files[:-1]:
+        land(workdir, f"hospital1_{f.stem}.835", f.read_bytes())
+    # one claim does not balance: 800 charged, 350 adjusted, 451 paid
+    off = separate.read_bytes().replace(b"*1*800*450*", b"*1*800*451*")
+    land(workdir, "hospital1_off.835", off)
+    older = tmp_path / "older"
+    shutil.copytree(workdir, older)
+
+    def answers(project: Project) -> dict[str, dict[str, object]]:
+        out = {}
+        for entity, key in (
+            ("remittance_claims", "remittance_claim_key"),
+            ("remittance_lines", "remittance_line_key"),
+        ):
+            for r in rows(project, entity):
+                out[r[key]] = {"total": r["adjustment_total"], "failures": r["dq_failures"]}
+        return out
+
+    def later(workdir: Path) -> None:
+        land(workdir, f"hospital1_{files[-1].stem}.835", files[-1].read_bytes())
+
+    # today's bronze, then a later file
+    now = make_project(workdir)
+    assert now.run().exit_code == 0
+    later(workdir)
+    assert now.run().exit_code == 0
+    bronze = now.lake.read("bronze/hospital_a/remittances_claims")
+    assert bronze is not None and bronze["adjustment_total"].null_count == 0
+
+    # an older bronze, without the column; silver reads it before the later file adds it
+    keyed = x835._keyed
+
+    def without_totals(raw: dict) -> dict:
+        out = keyed(raw)
+        for part in ("claims", "services"):
+            out[part] = out[part].drop_columns(["adjustment_total"])
+        return out
+
+    old = make_project(older)
+    with monkeypatch.context() as patched:
+        patched.setattr(x835, "_keyed", without_totals)
+        assert old.run(["bronze"]).exit_code == 0
+    assert (
+        "adjustment_total" not in old.lake.read("bronze/hospital_a/remittances_claims").schema.names
+    )
+    assert old.run(["silver", "gold"]).exit_code == 0
+    # a newer bronze adds the column (NULL in the older rows) and loads the later file
+    later(older)
+    assert old.run().exit_code == 0
+    mixed = old.lake.read("bronze/hospital_a/remittances_claims")
+    assert 0 < mixed["adjustment_total"].null_count < mixed.num_rows
+
+    got, expected = answers(old), answers(now)
+    assert got == expected and len(got) > 20
+    # the totals, summed independently from the adjustments silver holds
+    sums: dict[str, Decimal] = {}
+    for a in rows(now, "claim_adjustments"):
+        sums[a["remittance_claim_key"]] = (
+            sums.get(a["remittance_claim_key"], Decimal(0)) + a["amount"]
+        )
+        if a["remittance_line_key"]:
+            sums[a["remittance_line_key"]] = (
+                sums.get(a["remittance_line_key"], Decimal(0)) + a["amount"]
+            )
+    assert {k: v["total"] for k, v in expected.items()} == {
+        k: sums.get(k, Decimal(0)) for k in expected
+    }
+    unbalanced = [v for v in expected.values() if v["failures"] == ["claim_balanced"]]
+    assert [v["total"] for v in unbalanced] == [Decimal("350.00")]
+
+
 def test_a_first_build_streams_an_entity_whose_keys_are_unique(
     workdir: Path, streamed: list[tuple[str, bool]]
 ) -> None:

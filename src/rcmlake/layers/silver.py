@@ -146,8 +146,13 @@ def _typed_select(
     becomes NULL, and the column's name (never the value: it may be PHI) goes into ``cast_errors`` (rule ``values_typed``).
     """
     mapped = mapping(ctx.config, ds, m.name)
+    # columns bronze gained in a later version (``added:`` in silver.yml): a table written
+    # before has no such column, and its rows read it as NULL (the model computes it then)
+    added = set(m.spec.get("added", []))
     select = ", ".join(
-        f'{column_expr(v, columns, f"{ds}.{m.source}")} AS "{k}"' for k, v in mapped.items()
+        f"{_NO_VALUE if k in added and v not in columns else column_expr(v, columns, f'{ds}.{m.source}')}"
+        f' AS "{k}"'
+        for k, v in mapped.items()
     )
     view = f"raw_{ds}_{m.name}"
     # the unprocessed batches by name: a list of constants reaches the Parquet scan, which
@@ -192,6 +197,9 @@ def _typed_select(
         f"SELECT '{ds}' AS datasource, {', '.join(typed)}, {found} AS cast_errors, "
         f"_batch_id, _ingested_at FROM {view}"
     )
+
+
+_NO_VALUE = "CAST(NULL AS VARCHAR)"  # typed, so the safe cast to the CDM type applies
 
 
 def _name_the_mapping(

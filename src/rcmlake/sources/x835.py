@@ -19,6 +19,12 @@ keys of its parents, so silver never has to join parts of one file:
 - ``adjustment_key``: claim or line + group + reason + ordinal;
 - ``remark_key``: claim or line + RARC code (LQ, MOA and MIA remark codes, which oxedi
   leaves in the segments, are read from them here).
+
+Claims and service lines also carry ``adjustment_total``, the sum of their CAS amounts
+(a claim's own and its lines'; 0 when none), for the balancing rules: summed here by
+oxedi's row positions, it spares silver grouping every adjustment of the lake by its
+text key and joining that to the claims (7M remittance claims at scale 10: 17 s of CPU
+and 1.8 GB spilled).
 """
 
 from __future__ import annotations
@@ -175,13 +181,19 @@ KEYS_SQL = {
                    || coalesce(c.payer_control_number, '') || '|'
                    || row_number() OVER (PARTITION BY c.payment, c.claim_id, c.claim_status,
                                                       c.payer_control_number ORDER BY c.segment)
-                   AS remittance_claim_key
-        FROM claims c JOIN payments_k p ON p.row = c.payment""",
+                   AS remittance_claim_key,
+               coalesce(t.total, 0) AS adjustment_total
+        FROM claims c JOIN payments_k p ON p.row = c.payment
+        LEFT JOIN (SELECT claim, sum(amount) AS total FROM adjustments GROUP BY claim) t
+          ON t.claim = c.row""",
     "services": """
         SELECT s.*, c.remittance_claim_key,
                c.remittance_claim_key || '|' || row_number() OVER (PARTITION BY s.claim ORDER BY s.segment)
-                   AS remittance_line_key
-        FROM services s JOIN claims_k c ON c.row = s.claim""",
+                   AS remittance_line_key,
+               coalesce(t.total, 0) AS adjustment_total
+        FROM services s JOIN claims_k c ON c.row = s.claim
+        LEFT JOIN (SELECT service, sum(amount) AS total FROM adjustments GROUP BY service) t
+          ON t.service = s.row""",
     "adjustments": """
         SELECT a.*, CASE WHEN a.service IS NULL THEN 'claim' ELSE 'line' END AS level,
                c.remittance_claim_key, l.remittance_line_key,

@@ -1,10 +1,13 @@
 -- 835 claim payments (CLP), matched to the lake's claims. CLP01, the patient control number,
 -- is the claim id the hospital sent; when it finds no claim, the fallback is one claim of the
 -- same datasource with the same service date and billed amount (only when exactly one matches).
--- Balancing: CLP03 (charge) − Σ CAS of the claim and its lines = CLP04 (paid).
+-- Balancing: CLP03 (charge) − Σ CAS of the claim and its lines = CLP04 (paid). Bronze sums
+-- each claim's CAS as it reads the file; rows loaded before it did (adjustment_total NULL)
+-- are summed here from silver's adjustments.
 WITH adjustments AS (
     SELECT remittance_claim_key, sum(amount) AS total
     FROM silver.claim_adjustments
+    WHERE remittance_claim_key IN (SELECT remittance_claim_key FROM stage WHERE adjustment_total IS NULL)
     GROUP BY 1
 ), alone AS (
     -- claims alone in their (datasource, service date, billed amount): the fallback match
@@ -27,7 +30,7 @@ SELECT
     r.statement_to,
     r.payment_date,
     trim(r.payer_name) AS payer_name,
-    CAST(coalesce(adj.total, 0) AS DECIMAL(18, 2)) AS adjustment_total,
+    CAST(coalesce(r.adjustment_total, adj.total, 0) AS DECIMAL(18, 2)) AS adjustment_total,
     coalesce(i.claim_key, a.claim_key) AS claim_key,
     CASE WHEN i.claim_key IS NOT NULL THEN 'patient_control_number'
          WHEN a.claim_key IS NOT NULL THEN 'service_date_and_amount' END AS match_method,
@@ -37,7 +40,8 @@ SELECT
     r._batch_id,
     r._row_hash
 FROM stage r
-LEFT JOIN adjustments adj ON adj.remittance_claim_key = r.remittance_claim_key
+LEFT JOIN adjustments adj
+  ON r.adjustment_total IS NULL AND adj.remittance_claim_key = r.remittance_claim_key
 -- a claim's key is its id and datasource, so at most one claim has this id
 LEFT JOIN (SELECT claim_key, datasource, claim_id FROM silver.claims WHERE NOT is_quarantined) i
   ON i.datasource = r.datasource AND i.claim_id = trim(r.patient_control_number)
