@@ -251,12 +251,9 @@ def _duplicate_keys(s: EngineSession, table: TableConfig) -> int:
     group = [*table.primary_key, *([table.watermark] if table.load_type == "incremental" else [])]
     keys = [quote_ident(c) for c in group if c]
     cols = ", ".join(keys)
-    # counted by their 64-bit hash first: distinct hashes are distinct keys, so a batch with
-    # no hash twice (most loads) has no key twice, found without grouping the key columns
-    # (5M transactions: 1.3 s of a 17.6 s load)
-    if not s.scalar(
-        f"SELECT count(*) FROM (SELECT hash({cols}) FROM batch GROUP BY 1 HAVING count(*) > 1)"
-    ):
+    # most batches have each key once, found by the keys' hashes (5M transactions: grouping
+    # the key columns themselves was 1.3 s of a 17.6 s load)
+    if s.keys_unique("batch", cols):
         return 0
     on = " AND ".join(f"b.{k} IS NOT DISTINCT FROM d.{k}" for k in keys)
     # rows are compared whole only for the keys that repeat: a DISTINCT over every column
