@@ -325,3 +325,93 @@ def test_duckdb_merge_rewrites_only_touched_files_and_equals_delta_rs_merge(
         assert lake.read("silver/emptied").num_rows == 6
         # with no file to scan it is delta-rs' MERGE (DuckDB's reader needs a file)
         assert lake.table("silver/emptied").history(1)[0]["operation"] == "MERGE"  # type: ignore[union-attr]
+
+
+def _months_per_file(lake: Lake, path: str) -> dict[str, set[date | None]]:
+    """Each logged file of ``path`` -> the months of ``service_date`` it holds (read by
+    DuckDB straight from the file, not through the log)."""
+    import duckdb
+
+    table = lake.table(path)
+    assert table is not None
+    con = duckdb.connect()
+    return {
+        f.path: {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT CAST(date_trunc('month', service_date) AS DATE) "
+                f"FROM read_parquet('{f.local}', hive_partitioning = false)"
+            ).fetchall()
+        }
+        for f in lake.logged_files(table)
+    }
+
+
+def test_a_clustered_merge_keeps_one_month_per_file_and_rewrites_only_the_edited_months(
+    tmp_path: Path,
+) -> None:
+    """``cluster_by``: the table's rows interleave three months, yet each file DuckDB writes
+    holds one month. A merge of March edits (updates, a match left as it is, a new March key,
+    a key with no date) and of a row moved from January to March rewrites January's and
+    March's files and writes the NULL month's: February's file keeps its path. The month is
+    in no column and no partition, and the rows equal delta-rs' MERGE of the same source into
+    an unclustered table."""
+    lake = Lake(str(tmp_path / "lake"))
+    table = (
+        "SELECT 'k' || lpad(CAST(i AS VARCHAR), 5, '0') AS k, CAST(i AS BIGINT) AS v, "
+        "CAST(DATE '2025-01-01' + INTERVAL (i % 90) DAY AS DATE) AS service_date "
+        "FROM range(3000) AS r(i)"
+    )
+    # k00060 is 2025-03-02, k02969 2025-03-31, k00061 2025-03-03 (same v: left as it is);
+    # k00000 (2025-01-01) moves to March
+    source = (
+        "SELECT CAST(k AS VARCHAR) AS k, CAST(v AS BIGINT) AS v, CAST(d AS DATE) AS service_date "
+        "FROM (VALUES ('k00060', -1, DATE '2025-03-02'), ('k02969', -2, DATE '2025-03-31'), "
+        "('k00061', 61, DATE '2025-03-03'), ('new01', -3, DATE '2025-03-31'), "
+        "('new02', -4, NULL), ('k00000', -5, DATE '2025-03-15')) AS s(k, v, d)"
+    )
+    when = "s.v <> t.v"
+    with DuckDBEngine().session() as s:
+        s.merge(lake, "silver/clustered", table, on=["k"], cluster_by="service_date")
+        s.write(lake, "silver/plain", table)
+        first = _months_per_file(lake, "silver/clustered")
+        assert all(len(months) == 1 for months in first.values())
+        assert set().union(*first.values()) == {
+            date(2025, 1, 1),
+            date(2025, 2, 1),
+            date(2025, 3, 1),
+        }
+        # unclustered, the same rows share a file across months
+        assert any(len(m) > 1 for m in _months_per_file(lake, "silver/plain").values())
+
+        s.merge(
+            lake, "silver/clustered", source, on=["k"], update_when=when, cluster_by="service_date"
+        )
+        lake.merge("silver/plain", s.sql(source), on=["k"], update_when=when)
+        after = _months_per_file(lake, "silver/clustered")
+        assert all(len(months) == 1 for months in after.values())
+        february = {p for p, m in first.items() if m == {date(2025, 2, 1)}}
+        assert february and february <= set(after)  # untouched
+        assert not (set(first) - february) & set(after)  # January's and March's rewritten
+        assert {None} in after.values()
+
+        ours = lake.read("silver/clustered")
+        assert ours.column_names == ["k", "v", "service_date"]
+        assert lake.table("silver/clustered").metadata().partition_columns == []  # type: ignore[union-attr]
+        key = lambda r: r["k"]  # noqa: E731
+        theirs = sorted(lake.read("silver/plain").to_pylist(), key=key)
+        assert sorted(ours.to_pylist(), key=key) == theirs and len(theirs) == 3002
+        got = {r["k"]: r["v"] for r in theirs}
+        assert (got["k00060"], got["k02969"], got["k00061"], got["new02"]) == (-1, -2, 61, -4)
+        moved = [r for r in ours.to_pylist() if r["k"] == "k00000"]
+        assert moved == [{"k": "k00000", "v": -5, "service_date": date(2025, 3, 15)}]
+        # DuckDB reads it back by the log: no month column appears from the folder names
+        s.read_lake("back", lake, "silver/clustered")
+        assert list(s.columns("back")) == ["k", "v", "service_date"]
+        assert s.scalar("SELECT sum(v) FROM back") == sum(got.values())
+        # vacuum finds the files the merge replaced in the month folders and removes them
+        replaced = [tmp_path / "lake" / "silver" / "clustered" / p for p in set(first) - set(after)]
+        assert replaced and all(p.exists() for p in replaced)
+        assert lake.maintain("silver/clustered", retain_hours=0)["files_vacuumed"] >= len(replaced)
+        assert not any(p.exists() for p in replaced)
+        assert sorted(lake.read("silver/clustered").to_pylist(), key=key) == theirs

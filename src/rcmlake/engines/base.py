@@ -135,12 +135,18 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         schema_mode: str | None = None,
         predicate: str | None = None,
         replace: list[dict[str, Any]] | None = None,
+        cluster_by: str | None = None,
     ) -> int:
         """Write ``query``'s result to Delta table ``path`` in one commit; returns its version.
 
         ``replace``: ``predicate`` as the partitions it selects (values of ``partition_by``,
         None for the NULL partition), when it selects whole partitions. An engine that writes
-        its own files replaces those partitions' files by them; others use ``predicate``."""
+        its own files replaces those partitions' files by them; others use ``predicate``.
+
+        ``cluster_by``: a date column of an unpartitioned table; each file written holds the
+        rows of one month of it. A layout, not a partitioning (no column, no partition in
+        the log): a later MERGE of one month's rows finds them in that month's files and
+        rewrites those only. An engine that cannot cluster writes as it would without."""
 
     @abstractmethod
     def merge(
@@ -153,9 +159,11 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         on: list[str],
         update_when: str | None = None,
         metadata: dict[str, Any] | None = None,
+        cluster_by: str | None = None,
     ) -> None:
         """Upsert ``query``'s rows (alias ``s``) into ``path`` (alias ``t``) by key ``on``:
-        update matched rows satisfying ``update_when``, insert the rest."""
+        update matched rows satisfying ``update_when``, insert the rest. ``cluster_by``: as
+        for ``write``, for the files the merge writes."""
 
     @abstractmethod
     def merge_scd2(

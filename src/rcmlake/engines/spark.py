@@ -254,6 +254,7 @@ class SparkSessionOnConnect(EngineSession):
         schema_mode: str | None = None,
         predicate: str | None = None,
         replace: list[dict[str, Any]] | None = None,  # Delta's replaceWhere takes ``predicate``
+        cluster_by: str | None = None,  # a layout hint; the cluster's OPTIMIZE lays out its files
     ) -> int:
         lake.fence()
         df = self._lake_typed(self._df(query, params))
@@ -339,6 +340,7 @@ class SparkSessionOnConnect(EngineSession):
         on: list[str],
         update_when: str | None = None,
         metadata: dict[str, Any] | None = None,
+        cluster_by: str | None = None,
     ) -> None:
         df = self._lake_typed(self._df(query, params))
         if not lake.exists(path):

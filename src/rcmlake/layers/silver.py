@@ -802,6 +802,7 @@ def _write_upsert(
         metadata=_meta(ctx, rec, None if exists else m, stamp=now),
         update_when="s._row_hash <> t._row_hash AND (t.source_modified_at IS NULL OR "
         "s.source_modified_at >= t.source_modified_at)",
+        cluster_by=m.spec.get("cluster_by"),
     )
     if not exists:
         s.read_lake("created", ctx.lake, path)
