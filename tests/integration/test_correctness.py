@@ -778,3 +778,85 @@ def test_a_duplicated_department_is_quarantined_and_the_good_row_kept(workdir: P
         if r["department_key"] == key
     ]
     assert [(r["name"], r["is_quarantined"]) for r in rows] == [(name, False)]
+
+
+def test_edits_that_add_no_key_skip_the_claims_recheck_and_a_late_transaction_releases(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims' rules look up transactions by key only. After a run that edited transactions
+    in place (no key added), re-checking the quarantined claims could move no verdict, so it
+    is skipped: a twin lake that re-checks anyway moves nothing. A transaction that arrives
+    late adds a key, and its claim is released in the next run."""
+    import shutil
+
+    import duckdb
+
+    from rcmlake.layers import silver as layer
+    from rcmlake.storage.delta import ROWS_INSERTED
+    from rcmlake.synth import touch
+
+    claims = f"{workdir}/landing/claims/hospital1_*.csv"
+    con = _sqlite(workdir)
+    listed = {r[0] for r in con.execute("SELECT TransactionID FROM transactions")}
+    billed = duckdb.sql(
+        "SELECT DISTINCT TransactionID FROM "
+        f"read_csv('{claims}', all_varchar=true, union_by_name=true, ignore_errors=true)"
+    )
+    late = sorted(t for (t,) in billed.fetchall() if t in listed and not t.endswith("00"))[0]
+    cols = [r[1] for r in con.execute("PRAGMA table_info(transactions)")]
+    row = con.execute("SELECT * FROM transactions WHERE TransactionID = ?", [late]).fetchone()
+    con.execute("DELETE FROM transactions WHERE TransactionID = ?", [late])
+    con.commit()
+    con.close()
+    project = make_project(workdir)
+    assert project.run(["bronze", "silver"]).exit_code == 0
+
+    def waiting() -> dict[str, list[str]]:
+        rows = project.lake.read(silver_path("claims")).to_pylist()
+        key = f"{late}-hospital_a"
+        return {r["claim_key"]: r["dq_failures"] for r in rows if r["transaction_key"] == key}
+
+    assert waiting() and all("transaction_exists" in f for f in waiting().values())
+
+    rechecked: list[str] = []
+    evaluate = layer.evaluate
+
+    def spy(s, ctx, m, source, out):  # type: ignore[no-untyped-def]
+        if source == "recheck":
+            rechecked.append(m.name)
+        evaluate(s, ctx, m, source, out)
+
+    monkeypatch.setattr(layer, "evaluate", spy)
+    assert touch(workdir, 0.01)
+    shutil.copytree(workdir, tmp_path / "twin")
+    claims_version = project.lake.table(silver_path("claims")).version()  # type: ignore[union-attr]
+    assert project.run(["bronze", "silver"]).exit_code == 0
+    edit = project.lake.commits(silver_path("transactions"), limit=1)[0]
+    assert edit["rcmlake"][ROWS_INSERTED] == 0 and "claims" not in rechecked
+    assert project.lake.read(REQUALIFIED_PATH)["entity"].to_pylist().count("claims") >= 2
+    assert project.lake.table(silver_path("claims")).version() == claims_version  # type: ignore[union-attr]
+
+    # the twin re-checks every quarantined claim against the same edit: nothing moves
+    monkeypatch.setattr(layer, "_only_kept_keys_since", lambda *args: False)
+    twin = make_project(tmp_path / "twin")
+    assert twin.run(["bronze", "silver"]).exit_code == 0
+    assert "claims" in rechecked
+    assert twin.lake.table(silver_path("claims")).version() == claims_version  # type: ignore[union-attr]
+    monkeypatch.undo()
+
+    # the transaction arrives late: a key added, so the claims are re-checked and released
+    con = _sqlite(workdir)
+    top = con.execute("SELECT max(ModifiedDate) FROM transactions").fetchone()[0]
+    con.execute(
+        f"INSERT INTO transactions VALUES ({', '.join('?' * len(cols))})",
+        [top if c == "ModifiedDate" else v for c, v in zip(cols, row, strict=True)],
+    )
+    con.commit()
+    con.close()
+    result = project.run(["bronze", "silver"])
+    assert result.exit_code == 0
+    assert project.lake.commits(silver_path("transactions"), limit=1)[0]["rcmlake"][ROWS_INSERTED] == 1
+    record = next(r for r in result.records if r.layer == "silver" and r.table == "claims")
+    now = waiting()
+    assert not any("transaction_exists" in f for f in now.values())
+    assert record.rows_released == sum(1 for f in now.values() if not f) > 0

@@ -91,3 +91,33 @@ def test_a_key_is_found_without_the_row_hash_only_where_that_leaves_it_as_it_is(
     assert _key_shape(model("silver", "transactions").sql, "transaction_key") == "fallback"
     assert _key_shape(model("silver", "claim_adjustments").sql, "adjustment_key") == "plain"
     assert _key_shape(model("silver", "remittance_claims").sql, "remittance_claim_key") is None
+
+
+def test_a_key_lookup_is_a_membership_in_the_keys_of_one_silver_entity_and_nothing_else() -> None:
+    """Silver skips re-checking a rule after writes that kept every key only when the rule
+    reads nothing of the entity but its keys: any filter, other column, join, union,
+    negation or second lookup makes it an ordinary rule."""
+    from rcmlake.transforms import key_lookup
+
+    looks_up = {
+        "transaction_key IN (SELECT transaction_key FROM silver.transactions)": "transactions",
+        "procedure_code IN (SELECT cpt_code FROM silver.cpt_codes)": "cpt_codes",
+        "x IN (SELECT t.transaction_key FROM silver.transactions t)": "transactions",
+        "x IN (SELECT DISTINCT patient_key FROM silver.patients)": "patients",
+    }
+    ordinary = [
+        "x IN (SELECT transaction_key FROM silver.transactions WHERE NOT is_quarantined)",
+        "x IN (SELECT amount FROM silver.transactions)",
+        "x IN (SELECT transaction_key FROM silver.transactions) OR y > 0",
+        "x NOT IN (SELECT transaction_key FROM silver.transactions)",
+        "x IN (SELECT transaction_key FROM silver.transactions UNION SELECT 'k')",
+        "x IN (SELECT u.transaction_key FROM silver.transactions t)",
+        "x IN (SELECT transaction_key FROM silver.transactions, silver.claims)",
+        "x IN (SELECT transaction_key FROM other.transactions)",
+        "x IN (SELECT claim_key FROM silver.no_such_entity)",
+        "(SELECT max(transaction_key) FROM silver.transactions) IN (SELECT claim_key FROM silver.claims)",
+        "amount >= 0",
+        "x IN (SELECT",
+    ]
+    assert {p: key_lookup(p) for p in looks_up} == looks_up
+    assert [p for p in ordinary if key_lookup(p) is not None] == []

@@ -25,7 +25,7 @@ from deltalake import DeltaTable, Schema
 from rcmlake.engines.base import Engine, EngineSession, quote_ident, quote_literal
 from rcmlake.engines.dialect import view_name
 from rcmlake.errors import EngineError, scrub
-from rcmlake.storage.delta import DataFile, Lake
+from rcmlake.storage.delta import ROWS_INSERTED, DataFile, Lake
 from rcmlake.storage.lake_types import to_lake_stream
 
 # the month a clustered write (``cluster_by``) files a row under: a folder name, never a
@@ -446,8 +446,16 @@ class DuckDBSession(EngineSession):
             f"(SELECT 1 FROM merge_matched m WHERE NOT m._replace AND {same.format(side='s')})"
         )
         rows = f"{kept} UNION ALL {new_rows}"
+        # the source rows no target row matched (keys are unique on both sides): recorded, so a
+        # reader of the log knows this commit added no key when it is 0 (``kept_keys``)
+        inserted = int(
+            self.scalar(
+                "SELECT (SELECT count(*) FROM merge_source) - (SELECT count(*) FROM merge_matched)"
+            )
+        )
+        metadata = {**(metadata or {}), ROWS_INSERTED: inserted}
         # nothing replaced and nothing new: no commit, as delta-rs' MERGE makes none
-        if touched or self.scalar(f"SELECT count(*) FROM ({new_rows})"):
+        if touched or inserted:
             written = self._copy(
                 rows, lake.uri(path), self.columns(_sub(rows)), schema, [], cluster_by
             )

@@ -35,6 +35,7 @@ from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.bronze import CODESET_TABLES, feed_paths
 from rcmlake.layers.context import RunContext
 from rcmlake.storage.audit import LoadRecord
+from rcmlake.storage.delta import is_maintenance, kept_keys
 from rcmlake.storage.lake_types import UTC_TS
 from rcmlake.transforms import (
     CODESETS,
@@ -475,7 +476,10 @@ def requalify(
     last = _last_requalified(ctx, m)
     if not changed and json.dumps(against, sort_keys=True) == last:
         return 0
-    if not changed and before is not None and _only_own_write_since(ctx, m, before, against, last):
+    if not changed and (
+        (before is not None and _only_own_write_since(ctx, m, before, against, last))
+        or _only_kept_keys_since(ctx, m, against, last)
+    ):
         _mark_requalified(ctx, m, json.dumps(against, sort_keys=True))
         return 0
     register_silver(s, ctx, references(ctx.config, m))
@@ -551,6 +555,36 @@ def _only_own_write_since(
     if others != {k: v for k, v in before.items() if k != m.name}:
         return False  # an entity it looks up changed while this build ran
     return before.get(m.name, -1) == -1 or json.dumps(before, sort_keys=True) == last
+
+
+def _only_kept_keys_since(ctx: RunContext, m: Model, now: dict[str, int], last: str | None) -> bool:
+    """Whether no verdict of ``m``'s rows can have moved since they were last re-checked
+    (``last``): ``m`` unmoved, and each entity its rules look up that moved since moved only
+    by MERGEs that inserted and deleted no row (``kept_keys``), while every rule naming it
+    reads its keys alone (``EffectiveRule.key_lookup``).
+
+    1% of the transactions edited in place left the claims' re-check to scan the quarantined
+    claims against 10M transaction keys that had not changed: 2.0-3.9 s of each such run."""
+    then: dict[str, int] = json.loads(last) if last else {}
+    if not then or then.get(m.name) != now.get(m.name):
+        return False
+    rules = [r for r in effective_rules(ctx.config, m.name) if r.depends_on_other_tables]
+    for name, version in now.items():
+        if name == m.name or then.get(name) == version:
+            continue
+        if name not in then or any(
+            r.key_lookup != name for r in rules if f"silver.{name}" in r.rule.predicate
+        ):
+            return False
+        path = silver_path(name)
+        table = ctx.lake.table(path)
+        newer = 0 if table is None else table.version() - then[name]
+        commits = [c for c in ctx.lake.commits(path, limit=newer) if int(c["version"]) > then[name]]
+        if newer <= 0 or len(commits) < newer:  # log entries expired: unknown
+            return False
+        if not all(is_maintenance(c) or kept_keys(c) for c in commits):
+            return False
+    return True
 
 
 def _last_requalified(ctx: RunContext, m: Model) -> str | None:

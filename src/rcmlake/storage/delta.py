@@ -502,6 +502,31 @@ def vouched(commits: list[dict[str, Any]]) -> set[int]:
     return found
 
 
+# commit metadata of rcmlake's own file MERGE (engines/duckdb.py): the source rows it inserted
+ROWS_INSERTED = "rows_inserted"
+
+
+def kept_keys(commit: dict[str, Any]) -> bool:
+    """Whether a commit (from ``Lake.commits``) is a MERGE known to have inserted and deleted no
+    row: its metrics say so (delta-rs, Spark's Delta), or rcmlake's file MERGE recorded none
+    inserted (it deletes none). Unknown counts as no."""
+    if ROWS_INSERTED in commit["rcmlake"]:
+        return int(commit["rcmlake"][ROWS_INSERTED]) == 0
+    if commit.get("operation") != "MERGE":
+        return False
+    metrics = commit.get("operationMetrics") or {}
+    counts = [
+        metrics[name]
+        for names in (
+            ("num_target_rows_inserted", "numTargetRowsInserted"),
+            ("num_target_rows_deleted", "numTargetRowsDeleted"),
+        )
+        for name in names
+        if name in metrics
+    ]
+    return len(counts) == 2 and all(int(c) == 0 for c in counts)
+
+
 def is_maintenance(commit: dict[str, Any]) -> bool:
     """Whether a commit (from ``Lake.commits``) only rewrote files (``Lake.maintain``)."""
     return bool(commit["rcmlake"].get("operation") == "maintenance")

@@ -144,6 +144,48 @@ class EffectiveRule:
         verdict when that entity changes, so quarantined rows are re-checked every run."""
         return "silver." in self.rule.predicate.lower()
 
+    @property
+    def key_lookup(self) -> str | None:
+        """The silver entity whose keys are all this rule reads of it, or None: a predicate
+        ``<expression> IN (SELECT <its key> FROM silver.<entity>)`` and nothing else.
+
+        Such a verdict moves only when the entity gains or loses a key, never when its rows
+        change; silver's re-check skips it after writes that kept every key."""
+        return key_lookup(self.rule.predicate)
+
+
+@cache
+def key_lookup(predicate: str) -> str | None:
+    """``EffectiveRule.key_lookup`` of ``predicate`` (parsed by sqlglot, DuckDB's dialect)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(predicate, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return None
+    query = tree.args.get("query") if isinstance(tree, exp.In) else None
+    if query is None or tree.this.find(exp.Select, exp.Table):  # the probe reads one row only
+        return None
+    select = query.this if isinstance(query, exp.Subquery) else query
+    if not isinstance(select, exp.Select) or len(select.expressions) != 1:
+        return None
+    if any(select.args.get(k) for k in ("where", "joins", "group", "having", "limit", "qualify")):
+        return None
+    source = select.args.get("from_", select.args.get("from"))  # sqlglot 28+ names it from_
+    table = source.this if isinstance(source, exp.From) else None
+    column = select.expressions[0]
+    if (
+        not isinstance(table, exp.Table)
+        or table.db != "silver"
+        or not isinstance(column, exp.Column)
+    ):
+        return None
+    entity = next((m for m in models("silver") if m.name == table.name), None)
+    if entity is None or column.name != entity.key or column.table not in ("", table.alias_or_name):
+        return None
+    return entity.name
+
 
 def effective_rules(config: ProjectConfig, entity: str) -> list[EffectiveRule]:
     """The entity's rules with the severities of ``silver.severity`` applied."""
