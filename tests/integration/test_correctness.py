@@ -855,7 +855,9 @@ def test_edits_that_add_no_key_skip_the_claims_recheck_and_a_late_transaction_re
     con.close()
     result = project.run(["bronze", "silver"])
     assert result.exit_code == 0
-    assert project.lake.commits(silver_path("transactions"), limit=1)[0]["rcmlake"][ROWS_INSERTED] == 1
+    assert (
+        project.lake.commits(silver_path("transactions"), limit=1)[0]["rcmlake"][ROWS_INSERTED] == 1
+    )
     record = next(r for r in result.records if r.layer == "silver" and r.table == "claims")
     now = waiting()
     assert not any("transaction_exists" in f for f in now.values())

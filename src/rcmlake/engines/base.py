@@ -85,9 +85,16 @@ class EngineSession(AbstractContextManager["EngineSession"], ABC):
         *,
         empty: pa.Schema | None = None,
         version: int | None = None,
+        without: int | None = None,
     ) -> bool:
         """Expose the Delta table ``path`` (its ``version``) as relation ``name``; a table not
-        written yet reads as an empty table of ``empty`` when given. Returns whether it exists."""
+        written yet reads as an empty table of ``empty`` when given. Returns whether it exists.
+
+        ``without``: another version of the table, for comparing the two as multisets of
+        rows. An engine that reads by file leaves out the files both versions hold (the same
+        rows on both sides, which cancel out), so a MERGE that rewrote one month's files is
+        compared in that month's rows; one that cannot reads the whole version, which such a
+        comparison gives the same answer from."""
 
     @abstractmethod
     def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:

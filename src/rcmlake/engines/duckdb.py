@@ -146,6 +146,7 @@ class DuckDBSession(EngineSession):
         *,
         empty: pa.Schema | None = None,
         version: int | None = None,
+        without: int | None = None,
     ) -> bool:
         scan = lake.scan(path, version)
         if scan is None:
@@ -153,6 +154,14 @@ class DuckDBSession(EngineSession):
                 self.register(name, empty.empty_table())
             return False
         data, files, partitions = scan
+        if files and without is not None and (other := lake.table(path, without)) is not None:
+            shared = set(other.file_uris()) if lake.files_are_the_rows(other) else set()
+            mine = [i for i, f in enumerate(files) if f not in shared]
+            if not mine:
+                self.register(name, data.schema.empty_table())
+                return True
+            files = [files[i] for i in mine]
+            partitions = None if partitions is None else [partitions[i] for i in mine]
         if files and (not partitions or _hive_folders(files, partitions)):
             self._read_parquet(name, files, data.schema, partitions)
         else:

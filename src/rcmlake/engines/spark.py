@@ -155,6 +155,7 @@ class SparkSessionOnConnect(EngineSession):
         *,
         empty: pa.Schema | None = None,
         version: int | None = None,
+        without: int | None = None,  # Spark's Delta reader reads whole versions
     ) -> bool:
         dt = lake.table(path, version)
         if dt is None:

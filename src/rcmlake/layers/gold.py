@@ -186,7 +186,7 @@ class _Changes:
         self.rebuilt: dict[str, list[date | None] | None] = {}  # gold model -> months (None: all)
         self._names = itertools.count(1)
         self._written_keys: dict[str, str | None] = {}
-        self._opened: set[str] = set()  # released gold versions read so far
+        self._opened: set[str] = set()  # base versions read so far (``_sides``)
 
     def moved(self, relation: str) -> bool:
         """Whether ``relation`` can differ from the base at all (versions, no data read)."""
@@ -206,7 +206,6 @@ class _Changes:
     def changed(self, relation: str, columns: frozenset[str]) -> str | None:
         """A temp table of ``relation``'s changed rows (in ``columns``), or None if none."""
         layer, _, name = relation.partition(".")
-        old = f"base_{layer}_{name}"
         where = ""
         if layer == "silver":
             if (written := self._written(name)) is None:
@@ -214,15 +213,32 @@ class _Changes:
             if written:  # compare only the keys written since (see ``_written``)
                 key = quote_ident(model("silver", name).key)
                 where = f" WHERE {key} IN (SELECT {key} FROM {written})"
+            old, new = self._sides(layer, name)
         else:
-            if old not in self._opened:  # one open of the released version per run
-                self.s.read_lake(
-                    old, self.ctx.lake, gold_path(name), version=self.base.versions[name]
-                )
-                self._opened.add(old)
+            old, new = self._sides(layer, name)
             months = self.rebuilt[name]
             where = f" WHERE {_month_filter(months)}" if months is not None else ""
-        return self._diff(old, relation, sorted(columns), where)
+        return self._diff(old, new, sorted(columns), where)
+
+    def _sides(self, layer: str, name: str) -> tuple[str, str]:
+        """The base version of a silver or gold table and its version now, as relations
+        holding only the files one of them has (``read_lake``'s ``without``): the rows of the
+        files both hold are the same on both sides, so comparing the rest finds the same
+        changes. A MERGE that rewrote last month's files of 10M clustered transactions is
+        compared in those files, not in every row of both versions. Opened once per run."""
+        old, new = f"base_{layer}_{name}", f"now_{layer}_{name}"
+        if old in self._opened:
+            return old, new
+        path = silver_path(name) if layer == "silver" else gold_path(name)
+        then = self.silver.get(name, -1) if layer == "silver" else self.base.versions[name]
+        table = self.ctx.lake.table(path)
+        if then < 0 or table is None:  # not there at the base (``_written``): every row is new
+            return old, f"{layer}.{name}"
+        now = table.version()
+        self.s.read_lake(old, self.ctx.lake, path, version=then, without=now)
+        self.s.read_lake(new, self.ctx.lake, path, version=now, without=then)
+        self._opened.add(old)
+        return old, new
 
     def _written(self, name: str) -> str | None:
         """The keys of silver entity ``name`` written or removed since the base, as a temp
@@ -240,28 +256,28 @@ class _Changes:
             return self._written_keys[name]
         from rcmlake.transforms.check import empty_silver
 
-        old, version = f"base_silver_{name}", self.silver.get(name, -1)
+        version = self.silver.get(name, -1)
         key = model("silver", name).key
         found: str | None = ""
         if version < 0:  # not there when the base was built: every row is new
-            self.s.register(old, empty_silver()[name].empty_table())
+            self.s.register(f"base_silver_{name}", empty_silver()[name].empty_table())
             self._written_keys[name] = found
             return found
-        # opened either way: ``changed`` compares the written keys' rows with it
-        self.s.read_lake(old, self.ctx.lake, silver_path(name), version=version)
+        # opened either way: ``changed`` compares the written keys' rows in them; a row
+        # stamped since the base is in a file written since, so one the base lacks
+        old, new = self._sides("silver", name)
         if (stamps := self._stamps(name, version)) is not None:
             found = f"changed_{next(self._names)}"
             listed = ", ".join(timestamp(at) for at in stamps) or "NULL"
             self.s.materialize(
                 found,
-                f"SELECT DISTINCT {quote_ident(key)} FROM silver.{name} "
-                f"WHERE _updated_at IN ({listed})",
+                f"SELECT DISTINCT {quote_ident(key)} FROM {new} WHERE _updated_at IN ({listed})",
             )
             if not int(self.s.scalar(f"SELECT count(*) FROM {found}")):
                 self.s.drop(found)
                 found = None
         else:
-            found = self._diff(old, f"silver.{name}", [key, "_updated_at"], "")
+            found = self._diff(old, new, [key, "_updated_at"], "")
         if found and self.s.scalar(
             f"SELECT count(*) FROM {found} WHERE {quote_ident(key)} IS NULL"
         ):
