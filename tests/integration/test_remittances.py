@@ -470,10 +470,18 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
         group.sort(key=lambda r: (r["payment_date"], r["remittance_claim_key"]))
         assert [r["remittance_sequence"] for r in group] == list(range(1, len(group) + 1))
         kept = [r for r in group if not r["is_reversal"]]
+        if kept:  # by the month of the first remittance kept, claims remitted once or more
+            month = (kept[0]["datasource"], kept[0]["payment_month"])
+            expected[(*month, "claims")] += 1
+            expected[(*month, "unmatched")] += all(r["claim_key"] is None for r in kept)
+            expected[(*month, "paid")] += sum(r["payment_amount"] for r in kept)
+            expected[(*month, "contractual")] += sum(r["contractual_adjustment"] for r in kept)
         if kept and not kept[0]["is_duplicate"]:
             month = (kept[0]["datasource"], kept[0]["payment_month"])
             expected[(*month, "initial")] += kept[0]["is_denied"]
             expected[(*month, "final")] += kept[-1]["is_denied"]
+            first_pass = not kept[0]["is_denied"] and kept[0]["payment_amount"] > 0
+            expected[(*month, "first_pass")] += first_pass
     assert any(r["is_reversal"] for r in facts)
     assert any(len(g) > 2 and any(r["is_reversal"] for r in g) for g in per_claim.values())
     monthly = project.sql("SELECT * FROM mart_remittance_monthly").to_pylist()
@@ -481,6 +489,15 @@ def test_synthetic_remittances_match_their_manifest(tmp_path: Path) -> None:
         month = (k["datasource"], k["month"])
         assert k["claims_denied_initial"] == expected[(*month, "initial")], month
         assert k["claims_denied_final"] == expected[(*month, "final")], month
+        assert k["remitted_claims"] == expected[(*month, "claims")], month
+        assert k["unmatched_remittances"] == expected[(*month, "unmatched")], month
+        assert k["payments"] == expected[(*month, "paid")], month
+        assert k["contractual_adjustments_reported"] == expected[(*month, "contractual")], month
+        adjudicated = k["claims_adjudicated"]
+        assert k["first_pass_yield"] == round(expected[(*month, "first_pass")] / adjudicated, 4)
+    assert sum(len(g) > 1 for g in per_claim.values()) and sum(
+        len(g) == 1 for g in per_claim.values()
+    )  # claims remitted once and claims remitted again are both in the months above
     # duplicates (CARC 18) are counted apart and kept out of the denial rates
     kpi = project.sql(
         "SELECT sum(duplicate_claims) AS d, sum(claims_denied_initial) AS n FROM mart_remittance_monthly"

@@ -2,12 +2,40 @@
 -- datasource and the month of each claim's first remittance. Per claim: the first remittance is
 -- its initial adjudication, the last its final one; reversals (CLP02 = 22) are left out, and
 -- claims denied as exact duplicates (CARC 18) count in neither side of a denial rate.
-WITH seq AS (
+WITH keyed AS (
+    SELECT *, coalesce(claim_key, remittance_claim_key) AS k, remittance_sequence AS n
+    FROM gold.fact_remittance
+), repeated AS (
+    -- claims with more than one remittance (reversals included): fact_remittance numbers a
+    -- claim's remittances 1, 2 …, so these are the keys of a row numbered past 1. Only their
+    -- rows are grouped: at scale 10, grouping all 7M claims with these aggregates was 9.1 s
+    -- of CPU, and 1,679 rows repeat a claim
+    SELECT DISTINCT k FROM keyed WHERE n > 1
+), seq AS (
     -- a claim's remittances in order: fact_remittance numbers them (reversals included) in
     -- the order of payment date and key, which orders the ones kept here the same way
-    SELECT *, coalesce(claim_key, remittance_claim_key) AS k, remittance_sequence AS n
-    FROM gold.fact_remittance WHERE NOT is_reversal
+    SELECT * FROM keyed WHERE NOT is_reversal AND k IN (SELECT k FROM repeated)
+), single AS (
+    -- a claim remitted once: its one row is its first and its last remittance
+    SELECT
+        k,
+        datasource,
+        payment_month AS month,
+        is_duplicate AS duplicate,
+        is_denied AS denied_initial,
+        is_denied AS denied_final,
+        NOT is_denied AND payment_amount > 0 AS first_pass,
+        charge_amount AS charge,
+        charge_amount - payment_amount AS unpaid_final,
+        days_claim_to_remittance AS days_to_remittance,
+        CAST(NULL AS BIGINT) AS days_to_resolution,
+        claim_key IS NOT NULL AS matched,
+        payment_amount AS paid,
+        contractual_adjustment AS contractual
+    FROM keyed WHERE NOT is_reversal AND n = 1 AND k NOT IN (SELECT k FROM repeated)
 ), per_claim AS (
+    SELECT * FROM single
+    UNION ALL
     SELECT
         k,
         any_value(datasource) AS datasource,
