@@ -26,14 +26,23 @@ WITH charges AS (
     SELECT datasource, service_month AS month, sum(gross_charges) AS gross_charges,
            sum(payments) AS payments, sum(contractual_adjustments) AS adjustments, any_value(inputs) AS inputs
     FROM gold.mart_revenue_monthly GROUP BY ALL
+), again AS (
+    SELECT DISTINCT claim_key FROM gold.fact_remittance WHERE claim_key IS NOT NULL AND remittance_sequence > 1
 ), remitted AS (
     -- where payers send 835 files, the contractual adjustment of a claim is what they reported
     -- (contractual CARCs, reversals netted); a claim no remittance covers keeps the derived one
+    -- (summed per claim only for claims remitted more than once, numbered past 1 by
+    -- fact_remittance: grouping all 7M remittances by claim was half of this mart's time)
     SELECT c.datasource, c.service_month AS month,
            sum(coalesce(r.contractual, c.contractual_adjustment)) AS adjustments
     FROM gold.fact_claim c
-    LEFT JOIN (SELECT claim_key, sum(contractual_adjustment) AS contractual FROM gold.fact_remittance
-               WHERE claim_key IS NOT NULL GROUP BY 1) r ON r.claim_key = c.claim_key
+    LEFT JOIN (
+        SELECT claim_key, contractual_adjustment AS contractual FROM gold.fact_remittance
+        WHERE claim_key IS NOT NULL AND remittance_sequence = 1 AND claim_key NOT IN (SELECT claim_key FROM again)
+        UNION ALL
+        SELECT claim_key, sum(contractual_adjustment) FROM gold.fact_remittance
+        WHERE claim_key IN (SELECT claim_key FROM again) GROUP BY 1
+    ) r ON r.claim_key = c.claim_key
     WHERE c.datasource IN (SELECT DISTINCT datasource FROM gold.fact_remittance)
     GROUP BY ALL
 ), charges_90 AS (
