@@ -32,6 +32,7 @@ from rcmlake.storage.lake_types import to_lake_stream
 # column. Not ``_``-prefixed: vacuum (delta-rs, Spark) skips such folders as hidden, and would
 # never remove the files a MERGE replaced there
 CLUSTER = "rcmlake_month"
+DICTIONARY_ENTRIES = 10_000  # per row group, past which a Parquet column is written plain
 BATCH_ROWS = 122_880  # DuckDB's row group size: batches stay bounded whatever the table size
 
 # Functions the models may call (engines/base.py documents them; every engine provides them),
@@ -342,6 +343,12 @@ class DuckDBSession(EngineSession):
         options = [
             "FORMAT parquet",
             "COMPRESSION snappy",
+            # a column of more distinct values than this per row group is written plain at
+            # once, and no Bloom filters (DuckDB builds them from dictionaries): at scale 10,
+            # 17.4M claim adjustments (three keys of ~85 characters) wrote in 12.0 s against
+            # 14.2-15.3 s, 0.5% larger; low-cardinality columns keep their dictionaries
+            f"DICTIONARY_SIZE_LIMIT {DICTIONARY_ENTRIES}",
+            "WRITE_BLOOM_FILTER false",
             f"FILE_SIZE_BYTES '{FILE_SIZE}'",
             "FILENAME_PATTERN 'part-{uuid}'",
             "APPEND",  # new names beside the table's files and log
