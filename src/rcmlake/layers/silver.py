@@ -30,7 +30,7 @@ from sqlglot import exp
 
 from rcmlake import faults
 from rcmlake.config.models import ProjectConfig
-from rcmlake.engines.base import EngineSession, quote_literal, timestamp
+from rcmlake.engines.base import EngineSession, quote_ident, quote_literal, timestamp
 from rcmlake.errors import EngineError, RcmlakeError, SchemaDriftError
 from rcmlake.layers.bronze import CODESET_TABLES, feed_paths
 from rcmlake.layers.context import RunContext
@@ -123,12 +123,15 @@ def stage(s: EngineSession, ctx: RunContext, m: Model, seen: pa.Table) -> list[t
     return staged
 
 
-def _stage_view(s: EngineSession, ctx: RunContext, hashed: bool = True) -> None:
-    """View ``stage``: ``stage0`` with ``_row_hash``, the md5 of its CDM columns (or, not
-    ``hashed``, NULL: for a pass that needs the keys alone, see ``_newest_rows``)."""
-    cdm = [c for c in s.columns("stage0") if c not in LINEAGE]
+def _stage_view(
+    s: EngineSession, ctx: RunContext, hashed: bool = True, rows: str = "stage0"
+) -> None:
+    """View ``stage``: ``rows`` (the staged rows, or those ``_newest_rows`` kept) with
+    ``_row_hash``, the md5 of its CDM columns (or, not ``hashed``, NULL: for a pass that
+    needs the keys alone, see ``_newest_rows``)."""
+    cdm = [c for c in s.columns(rows) if c not in LINEAGE]
     row_hash = ctx.engine.row_hash(cdm) if hashed else "CAST(NULL AS VARCHAR)"
-    s.execute(f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {row_hash} AS _row_hash FROM stage0")
+    s.execute(f"CREATE OR REPLACE TEMP VIEW stage AS SELECT *, {row_hash} AS _row_hash FROM {rows}")
 
 
 def _typed_select(
@@ -272,6 +275,19 @@ def _key_shape(sql: str, key: str) -> str | None:
     return "fallback" if hashes else "plain"
 
 
+@cache
+def _key_and_time(sql: str, key: str) -> tuple[str, str]:
+    """The SQL of ``key`` and of ``source_modified_at`` in a model ``_key_shape`` accepts,
+    as expressions over ``stage``'s columns."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    found = {p.alias_or_name: p for p in tree.expressions}
+    bare = [found[key], found["source_modified_at"]]
+    key_sql, time_sql = (
+        (e.this if isinstance(e, exp.Alias) else e).sql(dialect="duckdb") for e in bare
+    )
+    return key_sql, time_sql
+
+
 # leave out older versions when at least this share of the staged rows repeats a key
 LEAVE_OUT_SHARE = 0.05
 
@@ -301,6 +317,7 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
     # a key the pass left NULL stands for keys it could not compute
     fallback = shape == "fallback"
     _stage_view(s, ctx, hashed=False)
+    kept = False  # whether ``stage`` is to be the rows kept, not every staged row
     try:
         s.materialize(
             "repeated_hashes",
@@ -327,14 +344,25 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
             f"HAVING count(*) > 1{' OR _k IS NULL' if fallback else ''}",
         )
         s.scalar("SELECT count(*) FROM newest_keys")  # computed (Spark caches lazily) first
+        # the staged rows are left out before they are hashed and modelled: their key and
+        # time computed as the model computes them, with ``_row_hash`` NULL as in the pass
+        # above. Left out after the model, claims hashed and modelled all 17M staged rows to
+        # keep 9.7M (14.1 + 7.1 s of CPU in DuckDB's profile)
+        key_sql, time_sql = _key_and_time(m.sql, m.key)
+        cols = ", ".join(f"st.{quote_ident(c)}" for c in s.columns("stage0"))
+        s.execute(f"""
+            CREATE OR REPLACE TEMP VIEW stage_kept AS
+            SELECT {cols} FROM (
+                SELECT *, {key_sql} AS _kk, {time_sql} AS _tt
+                FROM (SELECT *, CAST(NULL AS VARCHAR) AS _row_hash FROM stage0) AS stage
+            ) AS st LEFT JOIN newest_keys n ON st._kk = n._k
+            WHERE n._k IS NULL OR n._top IS NULL OR NOT (st._tt < n._top OR st._tt IS NULL)""")
+        kept = True
     finally:
         s.drop("repeated_hashes")
-        _stage_view(s, ctx)
-    older = "model.source_modified_at < n._top OR model.source_modified_at IS NULL"
-    return (
-        f"SELECT model.* FROM ({m.sql}) AS model LEFT JOIN newest_keys n "
-        f"ON model.{m.key} = n._k WHERE n._k IS NULL OR n._top IS NULL OR NOT ({older})"
-    ), None
+        _stage_view(s, ctx, rows="stage_kept" if kept else "stage0")
+    # ``stage`` holds the rows kept; the query differs from the model's, which says so
+    return f"SELECT model.* FROM ({m.sql}) AS model", None
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> None:
