@@ -559,7 +559,7 @@ def test_older_versions_left_out_before_the_rules_change_nothing_written(
     header = (synth_template / "landing/claims/hospital1_claims_2025_01.csv").read_text()
     header = header.splitlines()[0]
     spy = layer._newest_rows  # the fixture's, recording what it left out
-    ways = {"on": spy, "off": lambda s, c, m: (m.sql, None)}
+    ways = {"on": spy, "off": lambda s, c, m: (False, None)}
     projects: dict[str, Project] = {}
     for name in ways:
         work = tmp_path / name

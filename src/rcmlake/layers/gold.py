@@ -289,15 +289,8 @@ class _Changes:
         """The stamps of silver entity ``name``'s commits after ``version``, or None when one
         of them may have removed a key or restored older rows (no stamp recorded: an
         overwrite, a delete, a rollback, which copies the metadata of the version it restores)."""
-        path = silver_path(name)
-        table = self.ctx.lake.table(path)
-        newer = 0 if table is None else table.version() - version
-        commits = (
-            [c for c in self.ctx.lake.commits(path, limit=newer) if int(c["version"]) > version]
-            if newer > 0
-            else []
-        )
-        if len(commits) < newer:  # log entries expired: what happened between is unknown
+        commits = self.ctx.lake.commits_since(silver_path(name), version)
+        if commits is None:
             return None
         stamps = []
         described = vouched(commits)  # Sail's MERGEs, described by the empty commit after them

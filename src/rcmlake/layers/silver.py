@@ -292,8 +292,9 @@ def _key_and_time(sql: str, key: str) -> tuple[str, str]:
 LEAVE_OUT_SHARE = 0.05
 
 
-def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool | None]:
-    """The rows of upsert ``m`` worth checking, as SQL, and whether they hold each key once
+def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[bool, bool | None]:
+    """Leave out the staged rows of upsert ``m`` not worth checking (view ``stage`` then holds
+    the rest); returns whether any were left out, and whether the rows hold each key once
     (None: not known; ``modeled`` is asked).
 
     An upsert writes each key's newest row only (``_latest``). When keys come again in the
@@ -313,7 +314,7 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
     grouping, never a wrong answer."""
     shape = _key_shape(m.sql, m.key) if m.history == "upsert" else None
     if shape is None:
-        return m.sql, None
+        return False, None
     # a key the pass left NULL stands for keys it could not compute
     fallback = shape == "fallback"
     _stage_view(s, ctx, hashed=False)
@@ -330,12 +331,12 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
             "(SELECT count(*) FROM stage0) AS staged FROM repeated_hashes"
         ).to_pylist()[0]
         if not got["n"]:
-            return m.sql, True
+            return False, True
         if got["extra"] < LEAVE_OUT_SHARE * got["staged"]:
             # few repeats (re-read boundary rows, mostly exact copies): the join that would
             # leave them out costs more than checking them; the repeats are known (or the
             # hashes of two keys are equal: ``check`` finds them distinct)
-            return m.sql, False if got["extra"] else None
+            return False, False if got["extra"] else None
         s.materialize(
             "newest_keys",
             f"SELECT {m.key} AS _k, max(source_modified_at) AS _top, count(*) AS _rows "
@@ -361,8 +362,7 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[str, bool
     finally:
         s.drop("repeated_hashes")
         _stage_view(s, ctx, rows="stage_kept" if kept else "stage0")
-    # ``stage`` holds the rows kept; the query differs from the model's, which says so
-    return f"SELECT model.* FROM ({m.sql}) AS model", None
+    return True, None
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> None:
@@ -604,14 +604,9 @@ def _only_kept_keys_since(ctx: RunContext, m: Model, now: dict[str, int], last: 
             r.key_lookup != name for r in rules if f"silver.{name}" in r.rule.predicate
         ):
             return False
-        path = silver_path(name)
-        table = ctx.lake.table(path)
-        newer = 0 if table is None else table.version() - then[name]
-        commits = [c for c in ctx.lake.commits(path, limit=newer) if int(c["version"]) > then[name]]
-        if newer <= 0 or len(commits) < newer:  # log entries expired: unknown
-            return False
-        if not all(is_maintenance(c) or kept_keys(c) for c in commits):
-            return False
+        commits = ctx.lake.commits_since(silver_path(name), then[name])
+        if not commits or not all(is_maintenance(c) or kept_keys(c) for c in commits):
+            return False  # none since its version moved (a table made anew), or unknown
     return True
 
 
@@ -701,10 +696,10 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             # of a run with nothing new; a datasource emptied above counts as a change)
             before = _looked_up_versions(ctx, m)
             register_silver(s, ctx, references(ctx.config, m))
-            rows, unique = _newest_rows(s, ctx, m)
+            left_out, unique = _newest_rows(s, ctx, m)
             s.execute(
                 f"CREATE OR REPLACE TEMP VIEW model_rows AS SELECT *{verdicts(ctx, m)} "
-                f"FROM (\n{rows}\n) AS model"
+                f"FROM (\n{m.sql}\n) AS model"
             )
             streamed = _streamed(ctx, m, unique)
             if streamed:
@@ -714,9 +709,7 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
                 # of silver's cost; what is built from it (``checked``) are views
                 s.materialize("modeled", "SELECT * FROM model_rows")
             # the rows staged, older versions left out by ``_newest_rows`` included
-            rec.rows_read = s.scalar(
-                f"SELECT count(*) FROM {'stage0' if rows != m.sql else 'modeled'}"
-            )
+            rec.rows_read = s.scalar(f"SELECT count(*) FROM {'stage0' if left_out else 'modeled'}")
             # an upsert's rows with a key each (a first build, most incremental runs) have
             # no repeats to find: two aggregates over every key saved (4.6 + 5.2 s at 17M)
             if m.history == "upsert" and unique is None:

@@ -460,6 +460,16 @@ class Lake:
             "version": dt.version(),
         }
 
+    def commits_since(self, path: str, version: int) -> list[dict[str, Any]] | None:
+        """The commits of ``path`` after ``version``, newest first (``commits``), or None when
+        the log no longer holds them all (entries expired: what happened between is unknown)."""
+        table = self.table(path)
+        newer = 0 if table is None else table.version() - version
+        if newer <= 0:
+            return []
+        commits = [c for c in self.commits(path, limit=newer) if int(c["version"]) > version]
+        return commits if len(commits) == newer else None
+
     def commits(self, path: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commit infos, newest first, with rcmlake's metadata unpacked under ``rcmlake``."""
         dt = self.table(path)
