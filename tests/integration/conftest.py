@@ -114,3 +114,10 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
 def left_out(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Each silver build's answer to whether it left older versions out (``_newest_rows``)."""
     return _silver_answers(monkeypatch, "_newest_rows", lambda got, m: got[0])
+
+
+@pytest.fixture
+def split_apart(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each silver build's answer to whether it split the staged rows by whether their key
+    comes again (``_newest_rows``, ``Newest.split``)."""
+    return _silver_answers(monkeypatch, "_newest_rows", lambda got, m: got.split)

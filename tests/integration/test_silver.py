@@ -559,7 +559,7 @@ def test_older_versions_left_out_before_the_rules_change_nothing_written(
     header = (synth_template / "landing/claims/hospital1_claims_2025_01.csv").read_text()
     header = header.splitlines()[0]
     spy = layer._newest_rows  # the fixture's, recording what it left out
-    ways = {"on": spy, "off": lambda s, c, m: (False, None)}
+    ways = {"on": spy, "off": lambda s, c, m: layer.Newest(False, None)}
     projects: dict[str, Project] = {}
     for name in ways:
         work = tmp_path / name
@@ -635,3 +635,82 @@ def test_older_versions_left_out_before_the_rules_change_nothing_written(
         if r["datasource"] == "hospital_a" and r["claim_id"] in ("CLAIM000002", "CLAIM900001")
     }
     assert now == {"CLAIM000002": "266.02", "CLAIM900001": "103.00"}
+
+
+def test_a_first_build_checks_repeated_keys_apart_and_writes_the_same_rows(
+    tmp_path: Path,
+    synth_template: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    split_apart: list[tuple[str, bool]],
+) -> None:
+    """A build that creates an upsert table from rows of which a few repeat a key models and
+    picks from those rows apart, and streams the rest into the table (``_apart``). Built so
+    and the ordinary way (every row materialised, then the repeats searched), from the same
+    sources plus edge rows — an exact repeat, two contents at one time, a newer and an
+    older version, rows without an id (one repeated exactly) — silver transactions hold the
+    same rows, and the run counts the same."""
+    from rcmlake.layers import silver as layer
+
+    spy = layer._newest_rows  # the fixture's, recording whether it split
+    ways = {"apart": spy, "together": lambda s, c, m: layer.Newest(False, None)}
+    cols = None
+    built = {}
+    for name, newest in ways.items():
+        work = tmp_path / name
+        shutil.copytree(synth_template, work)
+        con = sqlite3.connect(work / "sources" / "hospital_a.db")
+        cur = con.execute("SELECT * FROM transactions ORDER BY TransactionID LIMIT 5")
+        cols = [d[0] for d in cur.description]
+        first = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        edge = [
+            first[0],  # an exact repeat
+            {**first[1], "Amount": 1.11},  # another content at the same time: a conflict
+            {**first[2], "Amount": 2.22, "ModifiedDate": "2025-12-01"},  # newer: it wins
+            {**first[3], "Amount": 3.33, "ModifiedDate": "2024-01-01"},  # older: it loses
+            {**first[4], "TransactionID": None, "Amount": 4.44},
+            {**first[4], "TransactionID": None, "Amount": 4.44},  # the same, without an id
+            {**first[4], "TransactionID": None, "Amount": 5.55},
+        ]
+        marks = ", ".join("?" for _ in cols)
+        con.executemany(
+            f"INSERT INTO transactions VALUES ({marks})", [[r[c] for c in cols] for r in edge]
+        )
+        con.commit()
+        con.close()
+        monkeypatch.setattr(layer, "LEAVE_OUT_SHARE", 1.0)  # however many the repeats
+        monkeypatch.setattr(layer, "_newest_rows", newest)
+        project = make_project(work)
+        result = project.run(["bronze", "silver"])
+        assert result.exit_code == 0
+        (rec,) = [r for r in result.records if r.layer == "silver" and r.table == "transactions"]
+        con = duckdb.connect()
+        con.register("t", project.lake.dataset(silver_path("transactions")))
+        held = con.execute("SELECT * EXCLUDE (_batch_id, _updated_at) FROM t ORDER BY ALL").fetchall()
+        rows = {
+            (r[0], r[1]): (r[2], r[3])
+            for r in con.execute(
+                "SELECT source_transaction_id, CAST(amount AS VARCHAR), dq_failures, is_quarantined "
+                "FROM t WHERE datasource = 'hospital_a' AND (source_transaction_id IS NULL "
+                "OR source_transaction_id IN (SELECT unnest(?)))",
+                [[r["TransactionID"] for r in first]],
+            ).fetchall()
+        }
+        built[name] = (held, (rec.rows_read, rec.rows_written, rec.rows_quarantined), rows)
+    assert ("transactions", True) in split_apart
+    assert built["apart"] == built["together"]
+    held, (read, written, _), rows = built["apart"]
+    staged = sum(
+        sqlite3.connect(synth_template / "sources" / f"{ds}.db")
+        .execute("SELECT count(*) FROM transactions")
+        .fetchone()[0]
+        for ds in ("hospital_a", "hospital_b")
+    )
+    assert read == staged + 7 and written == len(held)
+    ids = [r[0] for r in rows]
+    assert ids.count(first[0]["TransactionID"]) == 1  # the exact repeat, once
+    assert rows[(first[2]["TransactionID"], "2.22")][1] is not None  # the newer version
+    assert ids.count(first[2]["TransactionID"]) == ids.count(first[3]["TransactionID"]) == 1
+    assert (first[3]["TransactionID"], "3.33") not in rows
+    (conflict,) = [v for k, v in rows.items() if k[0] == first[1]["TransactionID"]]
+    assert conflict == (["unique_key"], True)
+    assert sorted(k[1] for k in rows if k[0] is None) == ["4.44", "5.55"]

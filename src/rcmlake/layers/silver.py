@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import cache
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -226,12 +227,13 @@ def _streamed(ctx: RunContext, m: Model, unique: bool | None) -> bool:
     (``unique``, from ``_newest_rows``), so they can stream from bronze into the new table
     without being materialised first: no repeat to drop, no newest row per key to pick, one
     pass (claim adjustments, 17.4M rows at scale 10: 43.0 → 26.5 s). Only for a model that
-    projects ``stage`` alone with a key computed without the row hash: streamed, a model
-    that looks up other entities would compute its joins twice, once for the keys (remittance
-    claims: 30.0 → 46.9 s)."""
+    projects ``stage`` alone (``_key_shape``): streamed, a model that looks up other entities
+    would compute its joins twice, once for the keys (remittance claims: 30.0 → 46.9 s). A
+    key that falls back to the row hash is no obstacle: ``unique`` comes from the pass that
+    found every key without it (none was NULL there)."""
     return (
         m.history == "upsert"
-        and _key_shape(m.sql, m.key) == "plain"
+        and _key_shape(m.sql, m.key) is not None
         and not ctx.lake.exists(silver_path(m.name))
         and bool(unique)
     )
@@ -292,10 +294,20 @@ def _key_and_time(sql: str, key: str) -> tuple[str, str]:
 LEAVE_OUT_SHARE = 0.05
 
 
-def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[bool, bool | None]:
+class Newest(NamedTuple):
+    """What ``_newest_rows`` found in the staged rows."""
+
+    left_out: bool  # rows older than their key's newest were left out of ``stage``
+    unique: bool | None  # every row has a key of its own (None: not known)
+    # views ``stage_once`` and ``stage_again`` split the staged rows by whether their key
+    # comes once or again (or could not be computed): see ``_apart``
+    split: bool = False
+
+
+def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> Newest:
     """Leave out the staged rows of upsert ``m`` not worth checking (view ``stage`` then holds
-    the rest); returns whether any were left out, and whether the rows hold each key once
-    (None: not known; ``modeled`` is asked).
+    the rest); returns whether any were left out, whether the rows hold each key once, and
+    whether they were split by it.
 
     An upsert writes each key's newest row only (``_latest``). When keys come again in the
     staged rows (claims: every monthly file sends the open claims again, 17M rows for 9.7M
@@ -314,11 +326,12 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[bool, boo
     grouping, never a wrong answer."""
     shape = _key_shape(m.sql, m.key) if m.history == "upsert" else None
     if shape is None:
-        return False, None
+        return Newest(False, None)
     # a key the pass left NULL stands for keys it could not compute
     fallback = shape == "fallback"
     _stage_view(s, ctx, hashed=False)
     kept = False  # whether ``stage`` is to be the rows kept, not every staged row
+    split = False  # whether ``repeated_hashes`` stays, for the views of ``_apart``
     try:
         s.materialize(
             "repeated_hashes",
@@ -331,12 +344,16 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[bool, boo
             "(SELECT count(*) FROM stage0) AS staged FROM repeated_hashes"
         ).to_pylist()[0]
         if not got["n"]:
-            return False, True
+            return Newest(False, True)
         if got["extra"] < LEAVE_OUT_SHARE * got["staged"]:
             # few repeats (re-read boundary rows, mostly exact copies): the join that would
             # leave them out costs more than checking them; the repeats are known (or the
-            # hashes of two keys are equal: ``check`` finds them distinct)
-            return False, False if got["extra"] else None
+            # hashes of two keys are equal: ``check`` finds them distinct). A build that
+            # creates the table checks them apart from the rest, which then streams
+            split = not ctx.lake.exists(silver_path(m.name))
+            if split:
+                _apart(s, m)
+            return Newest(False, False if got["extra"] else None, split)
         s.materialize(
             "newest_keys",
             f"SELECT {m.key} AS _k, max(source_modified_at) AS _top, count(*) AS _rows "
@@ -360,9 +377,37 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> tuple[bool, boo
             WHERE n._k IS NULL OR n._top IS NULL OR NOT (st._tt < n._top OR st._tt IS NULL)""")
         kept = True
     finally:
-        s.drop("repeated_hashes")
+        if not split:
+            s.drop("repeated_hashes")
         _stage_view(s, ctx, rows="stage_kept" if kept else "stage0")
-    return True, None
+    return Newest(True, None)
+
+
+def _apart(s: EngineSession, m: Model) -> None:
+    """Views ``stage_once`` and ``stage_again``: the staged rows whose key (as the narrow
+    pass of ``_newest_rows`` computed it, its hash in ``repeated_hashes`` or not) comes
+    once, and the rest: the keys that come again and those the pass could not compute.
+
+    Why: a build that creates an upsert table from rows of which a few repeat a key
+    (transactions: 2% re-read boundary rows) materialised all of them to find those few
+    and pick their newest, then read them twice more to write them. Apart, only
+    ``stage_again`` is materialised and picked from, and ``stage_once`` streams from
+    bronze into the table with it, in one pass (``_build_apart``)."""
+    key_sql, _ = _key_and_time(m.sql, m.key)
+    cols = ", ".join(f"st.{quote_ident(c)}" for c in s.columns("stage0"))
+    keyed = (
+        f"SELECT *, {key_sql} AS _kk "
+        "FROM (SELECT *, CAST(NULL AS VARCHAR) AS _row_hash FROM stage0) AS stage"
+    )
+    again = "hash(st._kk) IN (SELECT _h FROM repeated_hashes)"
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW stage_once AS SELECT {cols} FROM ({keyed}) AS st "
+        f"WHERE st._kk IS NOT NULL AND NOT ({again})"
+    )
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW stage_again AS SELECT {cols} FROM ({keyed}) AS st "
+        f"WHERE st._kk IS NULL OR {again}"
+    )
 
 
 def check(s: EngineSession, ctx: RunContext, m: Model, unique: bool = False) -> None:
@@ -696,29 +741,34 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
             # of a run with nothing new; a datasource emptied above counts as a change)
             before = _looked_up_versions(ctx, m)
             register_silver(s, ctx, references(ctx.config, m))
-            left_out, unique = _newest_rows(s, ctx, m)
-            s.execute(
-                f"CREATE OR REPLACE TEMP VIEW model_rows AS SELECT *{verdicts(ctx, m)} "
-                f"FROM (\n{m.sql}\n) AS model"
-            )
-            streamed = _streamed(ctx, m, unique)
-            if streamed:
-                s.execute("CREATE OR REPLACE TEMP VIEW modeled AS SELECT * FROM model_rows")
+            left_out, unique, split = _newest_rows(s, ctx, m)
+            if split:
+                _build_apart(s, ctx, m)
+                # the rows staged; ``latest`` holds the newest of each key
+                rec.rows_read = s.scalar("SELECT count(*) FROM stage0")
             else:
-                # computed once: typing, hashing, the model and the rules' lookups are most
-                # of silver's cost; what is built from it (``checked``) are views
-                s.materialize("modeled", "SELECT * FROM model_rows")
-            # the rows staged, older versions left out by ``_newest_rows`` included
-            rec.rows_read = s.scalar(f"SELECT count(*) FROM {'stage0' if left_out else 'modeled'}")
-            # an upsert's rows with a key each (a first build, most incremental runs) have
-            # no repeats to find: two aggregates over every key saved (4.6 + 5.2 s at 17M)
-            if m.history == "upsert" and unique is None:
-                unique = s.keys_unique("modeled", m.key)
-            unique = bool(unique)
-            check(s, ctx, m, unique)
+                _model_rows(s, ctx, m)
+                streamed = _streamed(ctx, m, unique)
+                if streamed:
+                    s.execute("CREATE OR REPLACE TEMP VIEW modeled AS SELECT * FROM model_rows")
+                else:
+                    # computed once: typing, hashing, the model and the rules' lookups are
+                    # most of silver's cost; what is built from it (``checked``) are views
+                    s.materialize("modeled", "SELECT * FROM model_rows")
+                # the rows staged, older versions left out by ``_newest_rows`` included (a
+                # streamed model projects ``stage`` row for row: counted there, not modelled)
+                rec.rows_read = s.scalar(
+                    f"SELECT count(*) FROM {'stage0' if left_out or streamed else 'modeled'}"
+                )
+                # an upsert's rows with a key each (a first build, most incremental runs)
+                # have no repeats to find: two aggregates over every key saved (4.6 + 5.2 s
+                # at 17M)
+                if m.history == "upsert" and unique is None:
+                    unique = s.keys_unique("modeled", m.key)
+                check(s, ctx, m, bool(unique))
             now = datetime.now(UTC)
             if m.history == "upsert":
-                written = _write_upsert(s, ctx, m, now, rec, unique)
+                written = _write_upsert(s, ctx, m, now, rec, bool(unique), picked=split)
             else:
                 written = {"full": _write_full, "scd2": _write_scd2}[m.history](s, ctx, m, now, rec)
             rec.rows_written, rec.rows_quarantined = written
@@ -729,6 +779,37 @@ def build(ctx: RunContext, m: Model, seen: pa.Table) -> LoadRecord:
     except RcmlakeError as exc:
         ctx.audit.record(rec.fail(exc))
     return rec
+
+
+def _model_rows(s: EngineSession, ctx: RunContext, m: Model) -> None:
+    """View ``model_rows``: the model over ``stage``, with each rule's verdict."""
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW model_rows AS SELECT *{verdicts(ctx, m)} "
+        f"FROM (\n{m.sql}\n) AS model"
+    )
+
+
+def _build_apart(s: EngineSession, ctx: RunContext, m: Model) -> None:
+    """View ``latest`` of a build that creates upsert ``m`` from rows ``_apart`` split: the
+    rows whose key comes again are modelled, checked and picked from as any upsert's are
+    (materialised: they are few); the others, each the newest of its key, join them
+    unmaterialised, so they are typed, hashed, modelled and checked as they are written.
+
+    Transactions at scale 10 (10.2M staged rows, 2% repeating a key): materialising every
+    row and reading it back twice to write it spilled 3.5 GB."""
+    _stage_view(s, ctx, rows="stage_again")
+    _model_rows(s, ctx, m)
+    s.materialize("modeled", "SELECT * FROM model_rows")
+    check(s, ctx, m)
+    _latest(s, m.key)
+    s.materialize("latest_again", "SELECT * FROM latest")
+    for name in ("modeled", "latest_top", "latest_pick"):  # ``stage_once`` reads the hashes
+        s.drop(name)
+    _stage_view(s, ctx, rows="stage_once")
+    _model_rows(s, ctx, m)
+    s.execute("CREATE OR REPLACE TEMP VIEW modeled AS SELECT * FROM model_rows")
+    check(s, ctx, m, unique=True)
+    s.union_all_by_name("latest", ["SELECT * FROM checked", "SELECT * FROM latest_again"])
 
 
 def _empty_emptied(ctx: RunContext, m: Model, rec: LoadRecord) -> int:
@@ -837,15 +918,17 @@ def _write_upsert(
     now: datetime,
     rec: LoadRecord,
     unique: bool,
+    picked: bool = False,
 ) -> tuple[int, int]:
     """Latest version per key; merge where content changed and the source is not older.
 
-    ``unique``: ``checked`` holds each key once, so it is the latest version. A write that
+    ``unique``: ``checked`` holds each key once, so it is the latest version; ``picked``:
+    view ``latest`` is there already (``_build_apart``). A write that
     creates the table counts its rows in what it wrote, instead of computing ``latest`` again
     (streamed, it was never materialised; else its joins: 1.2 s at 10M transactions)."""
     if unique:
         s.execute("CREATE OR REPLACE TEMP VIEW latest AS SELECT * FROM checked")
-    else:
+    elif not picked:
         _latest(s, m.key)
     path = silver_path(m.name)
     exists = ctx.lake.exists(path)
