@@ -101,6 +101,7 @@ def test_spark_builds_the_same_silver_and_gold_as_duckdb(
     twins: tuple[Project, Project, Path],
     compared: list[list[str]],
     left_out: list[tuple[str, bool]],
+    split_apart: list[tuple[str, bool]],
 ) -> None:
     duck, spark, workdir = twins
     key_compare = ["base_silver_transactions", "transaction_key", "_updated_at"]
@@ -117,6 +118,8 @@ def test_spark_builds_the_same_silver_and_gold_as_duckdb(
         assert _transform(spark) == built
         if step == "build":  # claims' older versions left out first, on each engine
             assert left_out.count(("claims", True)) == 2
+            # transactions (a key repeated in each hospital) checked apart from the rest
+            assert split_apart.count(("transactions", True)) == 2
         if step == "payments":
             assert built["fact_transaction"] == ("success", "months")
             assert built["fact_claim"] == ("no_change", "rebuild")
