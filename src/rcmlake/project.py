@@ -332,10 +332,17 @@ class Project:
         (``_scratch``, a Spark session's intermediate results) is emptied."""
         from rcmlake.layers.rollback import lake_paths
         from rcmlake.storage import release
+        from rcmlake.transforms import models
 
         if retain_hours < 0:
             raise ConfigError("--retain-hours must be 0 or more")
         pinned = release.latest(self.lake)
+        # silver entities laid out by month (``cluster_by``): compacted month by month
+        clustered = {
+            f"silver/{m.name}": m.spec["cluster_by"]
+            for m in models("silver")
+            if m.spec.get("cluster_by")
+        }
         out = []
         with self.writing():
             for path in [*lake_paths(self.context()), AUDIT_PATH]:
@@ -345,9 +352,16 @@ class Project:
                     if pinned and layer == "gold" and name in pinned.versions
                     else None
                 )
-                done = self.lake.maintain(path, retain_hours, keep)
+                by_month: dict[str, int] = {}
+                if path in clustered and self.lake.is_local:
+                    session = self.local.session()
+                    with session:
+                        by_month = session.compact_clustered(self.lake, path, clustered[path])
+                # by delta-rs where DuckDB cannot write (an object store)
+                compact = path not in clustered or not self.lake.is_local
+                done = self.lake.maintain(path, retain_hours, keep, compact=compact)
                 if done:
-                    out.append({"table": path, **done})
+                    out.append({"table": path, **done, **by_month})
             # what a killed run's engine session left (no run holds the lake meanwhile)
             objects.remove_tree(self.lake.uri(SCRATCH))
         return out

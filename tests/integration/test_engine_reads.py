@@ -431,3 +431,53 @@ def test_a_clustered_merge_keeps_one_month_per_file_and_rewrites_only_the_edited
         assert lake.maintain("silver/clustered", retain_hours=0)["files_vacuumed"] >= len(replaced)
         assert not any(p.exists() for p in replaced)
         assert sorted(lake.read("silver/clustered").to_pylist(), key=key) == theirs
+
+
+def test_vacuum_compacts_a_clustered_table_month_by_month(workdir: Path) -> None:
+    """``rcmlake vacuum`` on silver transactions (``cluster_by: service_date``): files that
+    hold several months (delta-rs' compaction packs small files of any month together) and a
+    month's several small files are rewritten, one month per file, in one commit that only
+    rewrites files. The rows stay the same, the next run finds nothing new anywhere, and a
+    last-month edit after it rewrites only that month's files."""
+    from rcmlake.storage.delta import is_maintenance
+    from rcmlake.synth import touch
+    from tests.conftest import make_project
+
+    project = make_project(workdir)
+    assert project.run().exit_code == 0
+    path = "silver/transactions"
+    lake = project.lake
+    before = sorted(lake.read(path).to_pylist(), key=str)  # type: ignore[union-attr]
+    lake.maintain(path, retain_hours=168)  # delta-rs' compaction: months mixed
+    assert any(len(m) > 1 for m in _months_per_file(lake, path).values())
+    version = lake.table(path).version()  # type: ignore[union-attr]
+
+    (done,) = [r for r in project.vacuum() if r["table"] == path]
+    assert done["files_compacted"] >= 1 and done["files_added"] >= 1
+    layout = _months_per_file(lake, path)
+    assert all(len(m) == 1 for m in layout.values())
+    months = [next(iter(m)) for m in layout.values()]
+    assert sorted(months, key=str) == sorted(set(months), key=str)  # one file a month
+    assert all(p.startswith("rcmlake_month=") for p in layout)
+    assert sorted(lake.read(path).to_pylist(), key=str) == before
+    since = lake.commits_since(path, version)
+    assert since and all(is_maintenance(c) for c in since)
+    log = Path(lake.root) / path / "_delta_log"
+    actions = [
+        json.loads(line)
+        for c in since
+        for line in (log / f"{int(c['version']):020d}.json").read_text().splitlines()
+    ]
+    changes = [a[k]["dataChange"] for a in actions for k in ("add", "remove") if k in a]
+    assert changes and not any(changes)  # the files hold the rows they replace
+
+    again = project.run()
+    assert again.exit_code == 0
+    assert {r.status for r in again.records if r.layer != "bronze"} <= {"no_change", "skipped"}
+    # a 1% edit of the last month's services rewrites that month's file, no other
+    touch(workdir, 0.01, recent_months=1)
+    assert project.run().exit_code == 0
+    after = _months_per_file(lake, path)
+    last = max(months, key=str)
+    assert {p for p, m in layout.items() if m != {last}} <= set(after)
+    assert not {p for p, m in layout.items() if m == {last}} & set(after)

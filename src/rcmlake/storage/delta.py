@@ -225,6 +225,7 @@ class Lake:
         replace: list[dict[str, Any]] | None = None,
         remove: list[LoggedFile] | None = None,
         base: DeltaTable | None = None,
+        data_change: bool = True,
     ) -> int:
         """Commit Parquet files an engine wrote into the table's folder as one commit (the
         table created with ``schema`` when there is none; ``mode`` append or overwrite, the
@@ -236,7 +237,7 @@ class Lake:
         ``remove`` (with ``mode`` append): these files of version ``base`` are removed in the
         same commit (a rewrite of the files a MERGE touched); the commit is made on ``base``,
         so a commit since that removed them too fails as a conflict instead of leaving their
-        rows twice."""
+        rows twice. ``data_change`` false: the files hold the rows they replace (compaction)."""
         self.fence()
         now = int(time.time() * 1000)
         removed = list(remove or [])
@@ -251,9 +252,11 @@ class Lake:
             removed += _in_partitions(self.logged_files(current), replace)
             mode = "append"  # delta-rs: explicit removals go with an append
         adds: list[AddAction | RemoveAction] = [
-            AddAction(f.path, f.size, f.partition_values, now, True, f.stats) for f in files
+            AddAction(f.path, f.size, f.partition_values, now, data_change, f.stats) for f in files
         ]
-        adds += [RemoveAction(f.path, True, now, f.size, f.partition_values) for f in removed]
+        adds += [
+            RemoveAction(f.path, data_change, now, f.size, f.partition_values) for f in removed
+        ]
         try:
             with self._lock(path):
                 if current is None:
@@ -425,10 +428,17 @@ class Lake:
         return max(found, default=None)
 
     def maintain(
-        self, path: str, retain_hours: int, keep_versions: list[int] | None = None
+        self,
+        path: str,
+        retain_hours: int,
+        keep_versions: list[int] | None = None,
+        *,
+        compact: bool = True,
     ) -> dict[str, Any]:
-        """Compact small files, write a checkpoint, vacuum files older than ``retain_hours``
-        that no version since needs (nor ``keep_versions``), and expire old log entries.
+        """Compact small files (unless ``compact`` is false: a clustered table, whose files an
+        engine compacts month by month), write a checkpoint, vacuum files older than
+        ``retain_hours`` that no version since needs (nor ``keep_versions``), and expire old
+        log entries.
 
         Its commits (OPTIMIZE, VACUUM START/END) carry the state rcmlake reads from a table's newest commit
         (watermark, content hash, rules and gold fingerprint), so maintenance never makes a
@@ -438,12 +448,11 @@ class Lake:
         dt = self.table(path)
         if dt is None:
             return {}
-        state: dict[str, Any] = next(
-            (c["rcmlake"] for c in self.commits(path, limit=50) if c["rcmlake"]), {}
-        )
-        meta = {k: v for k, v in state.items() if k in STATE_KEYS} | {"operation": "maintenance"}
+        meta = self.maintenance_metadata(path)
+        compacted: dict[str, Any] = {}
         with self._lock(path), _translated(path, "maintain"):
-            compacted = dt.optimize.compact(commit_properties=_props(meta))
+            if compact:
+                compacted = dt.optimize.compact(commit_properties=_props(meta))
             dt.create_checkpoint()
             removed = dt.vacuum(
                 retention_hours=retain_hours,
@@ -459,6 +468,14 @@ class Lake:
             "files_vacuumed": len(removed),
             "version": dt.version(),
         }
+
+    def maintenance_metadata(self, path: str) -> dict[str, Any]:
+        """The metadata of a commit that only rewrites files of ``path``: the state of its
+        newest commit that states one, marked as maintenance (``is_maintenance``)."""
+        state: dict[str, Any] = next(
+            (c["rcmlake"] for c in self.commits(path, limit=50) if c["rcmlake"]), {}
+        )
+        return {k: v for k, v in state.items() if k in STATE_KEYS} | {"operation": "maintenance"}
 
     def commits_since(self, path: str, version: int) -> list[dict[str, Any]] | None:
         """The commits of ``path`` after ``version``, newest first (``commits``), or None when
