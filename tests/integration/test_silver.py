@@ -685,7 +685,9 @@ def test_a_first_build_checks_repeated_keys_apart_and_writes_the_same_rows(
         (rec,) = [r for r in result.records if r.layer == "silver" and r.table == "transactions"]
         con = duckdb.connect()
         con.register("t", project.lake.dataset(silver_path("transactions")))
-        held = con.execute("SELECT * EXCLUDE (_batch_id, _updated_at) FROM t ORDER BY ALL").fetchall()
+        held = con.execute(
+            "SELECT * EXCLUDE (_batch_id, _updated_at) FROM t ORDER BY ALL"
+        ).fetchall()
         rows = {
             (r[0], r[1]): (r[2], r[3])
             for r in con.execute(
