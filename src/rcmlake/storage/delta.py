@@ -534,14 +534,19 @@ ROWS_INSERTED = "rows_inserted"
 
 
 def kept_keys(commit: dict[str, Any]) -> bool:
-    """Whether a commit (from ``Lake.commits``) is a MERGE known to have inserted and deleted no
-    row: its metrics say so (delta-rs, Spark's Delta), or rcmlake's file MERGE recorded none
-    inserted (it deletes none). Unknown counts as no."""
+    """Whether a commit (from ``Lake.commits``) is known to have inserted and deleted no row:
+    a MERGE whose metrics say so (delta-rs, Spark's Delta and Sail name them), rcmlake's file
+    MERGE that recorded none inserted (it deletes none), or a write of no row that removed no
+    file (the empty commit that stamps a MERGE its engine could not stamp: Sail's). Unknown
+    counts as no."""
     if ROWS_INSERTED in commit["rcmlake"]:
         return int(commit["rcmlake"][ROWS_INSERTED]) == 0
+    metrics = commit.get("operationMetrics") or {}
+    if commit.get("operation") == "WRITE":
+        written = (metrics.get("num_added_rows"), metrics.get("num_removed_files"))
+        return written == (0, 0)
     if commit.get("operation") != "MERGE":
         return False
-    metrics = commit.get("operationMetrics") or {}
     counts = [
         metrics[name]
         for names in (
