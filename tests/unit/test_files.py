@@ -48,3 +48,28 @@ def test_a_last_line_cut_short_rejects_and_a_missing_final_newline_does_not(
     f.write_bytes(("\n".join([HEADER, _row(0), _row(1)[:5]])).encode())
     with pytest.raises(FileRejected, match="truncated: last line 3 is incomplete"):
         read_file(f, "claims")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 24])
+def test_byte_offsets_equal_a_whole_file_mask_across_chunk_edges(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``byte_offsets`` compares a file chunk by chunk; the offsets are those of one mask
+    over the whole file, for terminators on, before and after every chunk edge."""
+    import numpy as np
+
+    import rcmlake.sources as sources
+
+    monkeypatch.setattr(sources, "_CHUNK", chunk)
+    for data in [
+        b"",
+        b"abc",
+        b"\n",
+        b"a\nb\n",
+        b"\n\n\nx",
+        b"ab\ncd\r\nef\n\n\n\n",
+        "é\nü\n".encode(),
+    ]:
+        whole = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+        got = sources.byte_offsets(data, ord("\n"))
+        assert got.tolist() == whole.tolist() and got.dtype == np.int64

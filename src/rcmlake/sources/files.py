@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 
 from rcmlake.engines.duckdb import connect
 from rcmlake.errors import FileRejected, scrub
+from rcmlake.sources import byte_offsets
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,8 @@ def read_file(
 def _line_ends(data: bytes) -> np.ndarray:
     """Offsets of the line terminators of ``data`` (``\\n``; ``\\r`` in a file that has no
     ``\\n``), found without splitting the text into one Python string per line."""
-    raw = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(raw == ord("\n"))
-    return ends if len(ends) else np.flatnonzero(raw == ord("\r"))
+    ends = byte_offsets(data, ord("\n"))
+    return ends if len(ends) else byte_offsets(data, ord("\r"))
 
 
 def _bytes_at(data: bytes, at: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from rcmlake.engines.duckdb import connect
 from rcmlake.errors import FileRejected, scrub
+from rcmlake.sources import byte_offsets
 
 PARTS = (
     "payments",
@@ -107,7 +108,7 @@ def _cut(data: bytes, n: int, terminator: bytes, separator: bytes) -> pa.Table |
     if n == 0 or len(terminator) != 1 or len(separator) != 1 or len(data) >= 2**31:
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(buf == terminator[0]) + 1  # one past each terminator
+    ends = byte_offsets(buf, terminator[0]) + 1  # one past each terminator
     if len(ends) != n or np.isin(buf[ends[:-1]], np.frombuffer(b" \t\r\n", np.uint8)).any():
         return None
     offsets = np.concatenate([[0], ends]).astype(np.int32)
