@@ -121,3 +121,21 @@ def split_apart(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Each silver build's answer to whether it split the staged rows by whether their key
     comes again (``_newest_rows``, ``Newest.split``)."""
     return _silver_answers(monkeypatch, "_newest_rows", lambda got, m: got.split)
+
+
+@pytest.fixture
+def rechecked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The entities whose quarantined rows a build re-checked (``silver.evaluate`` over
+    ``recheck``), in order."""
+    from rcmlake.layers import silver
+
+    names: list[str] = []
+    evaluate = silver.evaluate
+
+    def spy(s: Any, ctx: Any, m: Any, source: str, out: str) -> None:
+        if source == "recheck":
+            names.append(m.name)
+        evaluate(s, ctx, m, source, out)
+
+    monkeypatch.setattr(silver, "evaluate", spy)
+    return names

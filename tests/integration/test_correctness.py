@@ -781,7 +781,7 @@ def test_a_duplicated_department_is_quarantined_and_the_good_row_kept(workdir: P
 
 
 def test_edits_that_add_no_key_skip_the_claims_recheck_and_a_late_transaction_releases(
-    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, rechecked: list[str]
 ) -> None:
     """Claims' rules look up transactions by key only. After a run that edited transactions
     in place (no key added), re-checking the quarantined claims could move no verdict, so it
@@ -818,15 +818,6 @@ def test_edits_that_add_no_key_skip_the_claims_recheck_and_a_late_transaction_re
 
     assert waiting() and all("transaction_exists" in f for f in waiting().values())
 
-    rechecked: list[str] = []
-    evaluate = layer.evaluate
-
-    def spy(s, ctx, m, source, out):  # type: ignore[no-untyped-def]
-        if source == "recheck":
-            rechecked.append(m.name)
-        evaluate(s, ctx, m, source, out)
-
-    monkeypatch.setattr(layer, "evaluate", spy)
     assert touch(workdir, 0.01)
     shutil.copytree(workdir, tmp_path / "twin")
     claims_version = project.lake.table(silver_path("claims")).version()  # type: ignore[union-attr]

@@ -25,7 +25,6 @@ from rcmlake.engines.dialect import to_spark
 from rcmlake.engines.duckdb import DuckDBEngine
 from rcmlake.engines.spark import SparkEngine
 from rcmlake.errors import ConfigError
-from rcmlake.layers import silver as silver_layer
 from rcmlake.layers.silver import STAMP
 from rcmlake.project import Project
 from rcmlake.storage.delta import VOUCHES_FOR
@@ -103,19 +102,10 @@ def test_spark_builds_the_same_silver_and_gold_as_duckdb(
     compared: list[list[str]],
     left_out: list[tuple[str, bool]],
     split_apart: list[tuple[str, bool]],
-    monkeypatch: pytest.MonkeyPatch,
+    rechecked: list[str],
 ) -> None:
     duck, spark, workdir = twins
     key_compare = ["base_silver_transactions", "transaction_key", "_updated_at"]
-    rechecked: list[str] = []
-    evaluate = silver_layer.evaluate
-
-    def spy(s, ctx, m, source, out):  # type: ignore[no-untyped-def]
-        if source == "recheck":
-            rechecked.append(m.name)
-        evaluate(s, ctx, m, source, out)
-
-    monkeypatch.setattr(silver_layer, "evaluate", spy)
     for step in ("build", "update", "payments"):
         if step == "update":
             synthesize(workdir, None, update=True)
