@@ -352,14 +352,14 @@ class Project:
                     if pinned and layer == "gold" and name in pinned.versions
                     else None
                 )
+                # by DuckDB month by month; by delta-rs where DuckDB cannot write (an object store)
                 by_month: dict[str, int] = {}
-                if path in clustered and self.lake.is_local:
+                by_engine = path in clustered and self.lake.is_local
+                if by_engine:
                     session = self.local.session()
                     with session:
                         by_month = session.compact_clustered(self.lake, path, clustered[path])
-                # by delta-rs where DuckDB cannot write (an object store)
-                compact = path not in clustered or not self.lake.is_local
-                done = self.lake.maintain(path, retain_hours, keep, compact=compact)
+                done = self.lake.maintain(path, retain_hours, keep, compact=not by_engine)
                 if done:
                     out.append({"table": path, **done, **by_month})
             # what a killed run's engine session left (no run holds the lake meanwhile)

@@ -495,7 +495,7 @@ class DuckDBSession(EngineSession):
         of earlier months (silver transactions' 1% last-month run rewrites 1.7M rows, not 10M,
         because each file holds one month)."""
         base = lake.table(path)
-        if base is None or not lake.is_local or not lake.files_are_the_rows(base):
+        if base is None or not lake.files_are_the_rows(base):  # a local table, plain files
             return {}
         months: dict[str | None, list[LoggedFile]] = {}
         for f in lake.logged_files(base):

@@ -366,14 +366,10 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> Newest:
         # time computed as the model computes them, with ``_row_hash`` NULL as in the pass
         # above. Left out after the model, claims hashed and modelled all 17M staged rows to
         # keep 9.7M (14.1 + 7.1 s of CPU in DuckDB's profile)
-        key_sql, time_sql = _key_and_time(m.sql, m.key)
-        cols = ", ".join(f"st.{quote_ident(c)}" for c in s.columns("stage0"))
+        cols = _keyed_stage(s, m)
         s.execute(f"""
             CREATE OR REPLACE TEMP VIEW stage_kept AS
-            SELECT {cols} FROM (
-                SELECT *, {key_sql} AS _kk, {time_sql} AS _tt
-                FROM (SELECT *, CAST(NULL AS VARCHAR) AS _row_hash FROM stage0) AS stage
-            ) AS st LEFT JOIN newest_keys n ON st._kk = n._k
+            SELECT {cols} FROM stage_keyed AS st LEFT JOIN newest_keys n ON st._kk = n._k
             WHERE n._k IS NULL OR n._top IS NULL OR NOT (st._tt < n._top OR st._tt IS NULL)""")
         kept = True
     finally:
@@ -381,6 +377,19 @@ def _newest_rows(s: EngineSession, ctx: RunContext, m: Model) -> Newest:
             s.drop("repeated_hashes")
         _stage_view(s, ctx, rows="stage_kept" if kept else "stage0")
     return Newest(True, None)
+
+
+def _keyed_stage(s: EngineSession, m: Model) -> str:
+    """View ``stage_keyed``: ``stage0`` with each row's key (``_kk``) and source time
+    (``_tt``) computed as the model computes them, ``_row_hash`` NULL as in the narrow pass
+    of ``_newest_rows``; returns the select list of ``stage0``'s columns over it (``st.``)."""
+    key_sql, time_sql = _key_and_time(m.sql, m.key)
+    s.execute(
+        f"CREATE OR REPLACE TEMP VIEW stage_keyed AS SELECT *, {key_sql} AS _kk, "
+        f"{time_sql} AS _tt "
+        "FROM (SELECT *, CAST(NULL AS VARCHAR) AS _row_hash FROM stage0) AS stage"
+    )
+    return ", ".join(f"st.{quote_ident(c)}" for c in s.columns("stage0"))
 
 
 def _apart(s: EngineSession, m: Model) -> None:
@@ -393,19 +402,14 @@ def _apart(s: EngineSession, m: Model) -> None:
     and pick their newest, then read them twice more to write them. Apart, only
     ``stage_again`` is materialised and picked from, and ``stage_once`` streams from
     bronze into the table with it, in one pass (``_build_apart``)."""
-    key_sql, _ = _key_and_time(m.sql, m.key)
-    cols = ", ".join(f"st.{quote_ident(c)}" for c in s.columns("stage0"))
-    keyed = (
-        f"SELECT *, {key_sql} AS _kk "
-        "FROM (SELECT *, CAST(NULL AS VARCHAR) AS _row_hash FROM stage0) AS stage"
-    )
+    cols = _keyed_stage(s, m)
     again = "hash(st._kk) IN (SELECT _h FROM repeated_hashes)"
     s.execute(
-        f"CREATE OR REPLACE TEMP VIEW stage_once AS SELECT {cols} FROM ({keyed}) AS st "
+        f"CREATE OR REPLACE TEMP VIEW stage_once AS SELECT {cols} FROM stage_keyed AS st "
         f"WHERE st._kk IS NOT NULL AND NOT ({again})"
     )
     s.execute(
-        f"CREATE OR REPLACE TEMP VIEW stage_again AS SELECT {cols} FROM ({keyed}) AS st "
+        f"CREATE OR REPLACE TEMP VIEW stage_again AS SELECT {cols} FROM stage_keyed AS st "
         f"WHERE st._kk IS NULL OR {again}"
     )
 
