@@ -128,3 +128,33 @@ def test_memory_held_outside_the_engine_lowers_its_limit_and_evicts_what_is_over
         default = s.scalar("SELECT current_setting('memory_limit')")
         with unbounded.outside(10**9):
             assert s.scalar("SELECT current_setting('memory_limit')") == default
+
+
+def test_work_held_outside_the_engine_takes_a_thread_from_it() -> None:
+    """An 835 parse runs on a thread of its own beside bronze's EMR loads: while it is held,
+    the engine runs on one thread fewer (never under one), with or without a memory limit,
+    nested holds taking one each, and its threads are back afterwards."""
+    threads = "SELECT current_setting('threads')"
+    for limit in ("2GB", None):
+        engine = DuckDBEngine(limit, 3)
+        with engine.session() as s:
+            assert s.scalar(threads) == 3
+            with engine.outside(10**8):
+                assert s.scalar(threads) == 2
+                with engine.outside(10**8), engine.outside(0):
+                    assert s.scalar(threads) == 1  # three holds on three threads: one stays
+                assert s.scalar(threads) == 2
+            assert s.scalar(threads) == 3
+    # unconfigured, the engine's threads are DuckDB's own count
+    default = DuckDBEngine(None)
+    with default.session() as s:
+        cores = s.scalar(threads)
+        with default.outside(10**8):
+            assert s.scalar(threads) == max(1, cores - 1)
+        assert s.scalar(threads) == cores
+    # a database opened during a hold opens with a thread fewer
+    later = DuckDBEngine("2GB", 2)
+    with later.outside(10**8), later.session() as s:
+        assert s.scalar(threads) == 1
+    with later.session() as s:
+        assert s.scalar(threads) == 2

@@ -260,9 +260,10 @@ class Engine(ABC):
     @contextmanager
     def outside(self, nbytes: int) -> Iterator[None]:
         """The process is about to hold ``nbytes`` outside the engine (an 835 parsed in
-        Python). An in-process engine lowers its memory limit by them meanwhile, so that
-        the two together stay within ``run.memory_limit``; a remote engine's memory is not
-        this process's, so by default there is nothing to give back."""
+        Python, on a thread of its own). An in-process engine lowers its memory limit by them
+        meanwhile, so that the two together stay within ``run.memory_limit``, and runs on a
+        thread fewer; a remote engine's memory and cores are not this process's, so by
+        default there is nothing to give back."""
         yield
 
     def list_of_present(self, items: list[str]) -> str:

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import duckdb
@@ -674,6 +674,8 @@ class DuckDBEngine(Engine):
         self.memory_limit = memory_limit
         self.threads = threads
         self._outside = 0  # bytes held outside the engine now (``outside``)
+        self._holds = 0  # works running outside the engine now, each on a core of its own
+        self._threads = 0  # the database's threads with nothing outside (read when it opens)
         self._shifting = threading.Lock()
         self.spill_dir = spill_folder()
         self._db: duckdb.DuckDBPyConnection | None = None
@@ -707,33 +709,46 @@ class DuckDBEngine(Engine):
 
     @contextmanager
     def outside(self, nbytes: int) -> Iterator[None]:
-        """Lower the database's limit by ``nbytes`` while they are held outside it: DuckDB
-        evicts (spills) what is over the new limit at once, so the EMR loads running beside
-        an 835 parse make room for it instead of adding to it (bronze peaked at 6.2-6.9 GB
-        with a 4 GB limit and a parse of up to 2.8 GB). Best effort: memory a running query holds
-        pinned cannot be evicted, and then the limit stays as it was."""
-        if not self.memory_limit or nbytes <= 0:
-            yield
-            return
-        self._shift(nbytes)
+        """Make room for work that runs outside the engine meanwhile (an 835 parsed in
+        Python, on a thread of its own, holding ``nbytes``).
+
+        Memory: the database's limit drops by ``nbytes``, and DuckDB evicts (spills) what is
+        over the new limit at once, so the EMR loads running beside an 835 parse make room
+        for it instead of adding to it (bronze peaked at 6.2-6.9 GB with a 4 GB limit and a
+        parse of up to 2.8 GB). Best effort: memory a running query holds pinned cannot be
+        evicted, and then the limit stays as it was.
+
+        A core: the database runs on one thread fewer (never under one). Bronze's 835 feed
+        is one chain of files, parsed one at a time, and the longest task of the layer; on
+        two cores, the EMR loads' two DuckDB threads beside it took most of the CPU from it,
+        and the layer ended on it alone (scale 10: 124.6-131.3 s). Yielding a thread while
+        it is held, both chains end together (117.1-121.8 s)."""
+        self._shift(max(nbytes, 0), 1)
         try:
             yield
         finally:
-            self._shift(-nbytes)
+            self._shift(-max(nbytes, 0), -1)
 
-    def _shift(self, nbytes: int) -> None:
+    def _settings(self) -> dict[str, str]:
+        """The limit and threads for what is held outside now (``outside``)."""
+        settings = {"threads": str(max(1, self._threads - self._holds))} if self._threads else {}
+        return settings | ({"memory_limit": self._limit()} if self.memory_limit else {})
+
+    def _shift(self, nbytes: int, holds: int) -> None:
         # one shift at a time, counted and set together: two parses' holds set in the
         # wrong order would leave the higher limit in place
         with self._shifting:
             self._outside += nbytes
+            self._holds += holds
             with self._lock:
-                if self._db is None:  # opened later, with the limit of that moment
+                if self._db is None:  # opened later, with the settings of that moment
                     return
                 con = self._db.cursor()
             try:
-                con.execute(f"SET memory_limit = '{self._limit()}'")
-            except duckdb.Error:  # pinned memory over the new limit: keep the old one
-                pass
+                for name, value in self._settings().items():
+                    # pinned memory over a new limit: the old one stays
+                    with suppress(duckdb.Error):
+                        con.execute(f"SET {name} = '{value}'")
             finally:
                 con.close()
 
@@ -741,6 +756,12 @@ class DuckDBEngine(Engine):
         with self._lock:
             if self._db is None:
                 self._db = duckdb.connect(":memory:", config=self._config())
+                # DuckDB's own count when not configured: the cores it may use (cgroups too)
+                self._threads = int(
+                    self._db.execute("SELECT current_setting('threads')").fetchall()[0][0]
+                )
+                if self._holds:  # opened during a hold: with the settings of that moment
+                    self._db.execute(f"SET threads = {max(1, self._threads - self._holds)}")
             return self._db
 
     def session(self, *, private: bool = False) -> DuckDBSession:
