@@ -722,7 +722,7 @@ class DuckDBEngine(Engine):
         is one chain of files, parsed one at a time, and the longest task of the layer; on
         two cores, the EMR loads' two DuckDB threads beside it took most of the CPU from it,
         and the layer ended on it alone (scale 10: 124.6-131.3 s). Yielding a thread while
-        it is held, both chains end together (117.1-121.8 s)."""
+        it is held, both chains end together (116.8-121.8 s)."""
         self._shift(max(nbytes, 0), 1)
         try:
             yield
@@ -761,7 +761,7 @@ class DuckDBEngine(Engine):
                     self._db.execute("SELECT current_setting('threads')").fetchall()[0][0]
                 )
                 if self._holds:  # opened during a hold: with the settings of that moment
-                    self._db.execute(f"SET threads = {max(1, self._threads - self._holds)}")
+                    self._db.execute(f"SET threads = {self._settings()['threads']}")
             return self._db
 
     def session(self, *, private: bool = False) -> DuckDBSession:
