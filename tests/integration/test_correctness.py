@@ -440,6 +440,58 @@ def test_update_run_rollback_run_equals_a_clean_run(tmp_path: Path, synth_templa
         assert gold_a[name] == gold_b[name], name
 
 
+CODESETS_SILVER = ("cpt_codes", "icd_codes", "carc_codes", "rarc_codes")
+
+
+def test_rolling_back_the_first_run_then_a_run_builds_as_a_first_build(
+    tmp_path: Path,
+    synth_template: Path,
+    streamed: list[tuple[str, bool]],
+    split_apart: list[tuple[str, bool]],
+) -> None:
+    """A rollback of the run that created the lake empties its tables (a new empty version,
+    never a deletion). The run after it fills them as a first build does: the same rows as a
+    clean lake, written the same way (streamed, repeated keys checked apart), not merged
+    into empty tables (silver at scale 10 took 158.7 s that way against 121.5 s)."""
+    import shutil
+
+    rolled, clean = tmp_path / "rolled", tmp_path / "clean"
+    for d in (rolled, clean):
+        shutil.copytree(synth_template, d)
+    a, b = make_project(rolled), make_project(clean)
+    first = a.run()
+    assert first.exit_code == 0
+    built = (sorted(streamed), sorted(split_apart))
+    streamed.clear()
+    split_apart.clear()
+    a.rollback(first.run_id)
+    assert a.lake.read(silver_path("transactions")).num_rows == 0  # emptied, still there
+    again = a.run()
+    assert again.exit_code == 0
+    assert (sorted(streamed), sorted(split_apart)) == built
+    assert any(took for _, took in streamed) and any(took for _, took in split_apart)
+    assert b.run().exit_code == 0
+    written = {
+        (r.table, r.rows_written, r.rows_quarantined) for r in again.records if r.layer == "silver"
+    }
+    assert written == {
+        (r.table, r.rows_written, r.rows_quarantined) for r in first.records if r.layer == "silver"
+    }
+    assert _lake_tables(a, "gold") == _lake_tables(b, "gold")
+    # tables without a source time are dated by when they were loaded: those two columns differ
+    loaded_at = {"source_modified_at", "effective_from"}
+    silver_a, silver_b = _lake_tables(a, "silver"), _lake_tables(b, "silver")
+    assert silver_a.keys() == silver_b.keys()
+    for name in silver_a:
+        undated = name in {"departments", "providers", *CODESETS_SILVER}
+        drop = loaded_at if undated else set()
+        rows = [
+            [{k: v for k, v in r.items() if k not in drop} for r in t[name]]
+            for t in (silver_a, silver_b)
+        ]
+        assert rows[0] == rows[1], name
+
+
 def test_batches_processed_again_change_no_silver_table(workdir: Path) -> None:
     """A run killed after an entity's commit and before it marked its batches processed
     stages them again next time. Replayed rows must add nothing: not the same-day versions

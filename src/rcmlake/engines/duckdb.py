@@ -384,9 +384,18 @@ class DuckDBSession(EngineSession):
         metadata: dict[str, Any] | None = None,
         cluster_by: str | None = None,
     ) -> None:
-        if not lake.exists(path):  # the first merge creates the table: a plain write
+        if not lake.holds_files(path):
+            # the first merge creates the table, and one into a table a rollback emptied has
+            # no row to match: a plain write either way (new columns join, as a merge's do)
             self.write(
-                lake, path, query, params, mode="append", metadata=metadata, cluster_by=cluster_by
+                lake,
+                path,
+                query,
+                params,
+                mode="append",
+                metadata=metadata,
+                cluster_by=cluster_by,
+                schema_mode="merge",
             )
             return
         base = lake.table(path)
@@ -395,7 +404,6 @@ class DuckDBSession(EngineSession):
             and base is not None
             and lake.files_are_the_rows(base)
             and not base.metadata().partition_columns
-            and base.get_add_actions().num_rows  # no files: nothing for DuckDB to scan
             and (own := self._writable(query, base, None))
         ):
             self._merge_files(

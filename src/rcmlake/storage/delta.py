@@ -127,6 +127,13 @@ class Lake:
     def exists(self, path: str) -> bool:
         return self.table(path) is not None
 
+    def holds_files(self, path: str) -> bool:
+        """Whether the table's newest version has data files: not when it was never written,
+        nor when a rollback emptied it (undoing the run that created it), so that the next
+        write into it creates its rows as a first write does."""
+        dt = self.table(path)
+        return dt is not None and bool(dt.get_add_actions().num_rows)
+
     def partition_values(self, path: str, column: str) -> set[str | None]:
         """The values of partition ``column`` the table holds files for, from its log (no
         data read); empty for a table not written yet."""
