@@ -225,12 +225,12 @@ def _name_the_mapping(
 def _streamed(ctx: RunContext, m: Model, unique: bool | None) -> bool:
     """Whether this build creates upsert entity ``m`` (or refills it: a rollback emptied it)
     from rows that hold each key once (``unique``, from ``_newest_rows``), so they can stream
-    from bronze into the new table without being materialised first: no repeat to drop, no newest row per key to pick, one
-    pass (claim adjustments, 17.4M rows at scale 10: 43.0 → 26.5 s). Only for a model that
-    projects ``stage`` alone (``_key_shape``): streamed, a model that looks up other entities
-    would compute its joins twice, once for the keys (remittance claims: 30.0 → 46.9 s). A
-    key that falls back to the row hash is no obstacle: ``unique`` comes from the pass that
-    found every key without it (none was NULL there)."""
+    from bronze into the new table without being materialised first: no repeat to drop, no
+    newest row per key to pick, one pass (claim adjustments, 17.4M rows at scale 10: 43.0 →
+    26.5 s). Only for a model that projects ``stage`` alone (``_key_shape``): streamed, a
+    model that looks up other entities would compute its joins twice, once for the keys
+    (remittance claims: 30.0 → 46.9 s). A key that falls back to the row hash is no obstacle:
+    ``unique`` comes from the pass that found every key without it (none was NULL there)."""
     return (
         m.history == "upsert"
         and _key_shape(m.sql, m.key) is not None
